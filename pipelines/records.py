@@ -1,0 +1,83 @@
+"""The record format of DESIGN.md and the JSONL files stages pass to each other.
+
+A record is one interaction:
+    {"id", "timestamp", "messages": [{"role", "content"}], "feedback", "metadata"}
+Flat {"prompt", "response"} records are converted on input. A line that cannot become a record
+is kept as {"_invalid": <text>, "_error": <why>} so that validate can quarantine it: nothing
+pulled is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+ROLES = ("system", "user", "assistant")
+
+
+def parse_line(raw: bytes | str) -> dict:
+    """Turn one raw log line into a record, or an `_invalid` stand-in that says why not."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return {"_invalid": raw.decode("utf-8", errors="replace"),
+                    "_error": f"invalid_utf8: {exc.reason} at byte {exc.start}"}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return {"_invalid": raw, "_error": f"invalid_json: {exc.msg} at column {exc.colno}"}
+    if not isinstance(data, dict):
+        return {"_invalid": raw, "_error": f"not_an_object: a JSON {type(data).__name__}"}
+    return normalize(data)
+
+
+def normalize(data: dict) -> dict:
+    """Bring a parsed record into the chat format; unknown shapes pass through for validate."""
+    if "messages" not in data and ("prompt" in data or "response" in data):
+        data = dict(data)
+        prompt, response = data.pop("prompt", None), data.pop("response", None)
+        data["messages"] = [{"role": "user", "content": prompt},
+                            {"role": "assistant", "content": response}]
+    data.setdefault("feedback", None)
+    data.setdefault("metadata", {})
+    return data
+
+
+def is_invalid(record: dict) -> bool:
+    return "_invalid" in record
+
+
+def content_hash(record: dict) -> str:
+    """Identity of what was said, independent of id and timestamp: for exact de-duplication."""
+    turns = [(m.get("role"), m.get("content")) for m in record.get("messages") or []
+             if isinstance(m, dict)]
+    return hashlib.sha256(json.dumps(turns, ensure_ascii=False).encode()).hexdigest()
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Records of a JSONL file written by a stage (always valid JSON, one object per line)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records one per line; returns how many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

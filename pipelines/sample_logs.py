@@ -1,0 +1,297 @@
+"""A seeded generator of realistic interaction logs for a customer-support assistant.
+
+Each day has a topic mix that shifts from day to day, user feedback, injected personal data
+(names, emails, phone numbers, card numbers, IBANs, addresses, API keys) and a few malformed
+records, so every stage of a cycle has something real to do. The same seed gives the same bytes.
+
+    python -m pipelines.sample_logs --out logs/ --start 2026-01-05 --days 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import sqlite3
+import string
+from pathlib import Path
+
+TOPICS = ["billing", "shipping", "returns", "account", "technical", "subscription"]
+
+FIRST_NAMES = ["Maria", "James", "Aisha", "Chen", "Lukas", "Sofia", "Omar", "Priya", "Jonas",
+               "Elena", "Kwame", "Hannah", "Mateo", "Yuki", "Fatima", "Noah", "Ingrid", "Ravi"]
+LAST_NAMES = ["Garcia", "Smith", "Khan", "Wei", "Becker", "Rossi", "Haddad", "Patel", "Berg",
+              "Novak", "Mensah", "Schmidt", "Lopez", "Tanaka", "Ali", "Brown", "Larsen", "Iyer"]
+STREETS = ["Maple Street", "Oak Avenue", "Harbor Road", "Elm Lane", "King Street", "Mill Road"]
+CITIES = ["Springfield", "Riverton", "Lakeside", "Fairview", "Brookfield", "Ashford"]
+PRODUCTS = ["wireless headphones", "coffee grinder", "standing desk", "phone case",
+            "laptop stand", "smart speaker", "running shoes", "water bottle", "desk lamp"]
+PLANS = ["Basic", "Plus", "Pro", "Family"]
+DEVICES = ["iPhone", "Android phone", "Windows laptop", "MacBook", "tablet"]
+
+# Each topic: (user templates, assistant template). Slots in {braces} are filled per record;
+# the assistant answer reuses the user's slots, so there is something consistent to learn.
+TEMPLATES: dict[str, list[tuple[str, str]]] = {
+    "billing": [
+        ("I was charged twice for order {order}. Can you refund the extra {amount}?",
+         "I'm sorry about the double charge on order {order}. I have requested a refund of "
+         "{amount}; it will reach your card within 5 business days."),
+        ("Why is my invoice for {month} higher than usual?",
+         "Your {month} invoice includes a one-time fee for the {plan} plan upgrade. From next "
+         "month the amount returns to the regular price."),
+        ("How do I update the card on file? The new one is {card}.",
+         "You can update your card under Settings > Billing > Payment methods. For your "
+         "security, please never share full card numbers in chat."),
+    ],
+    "shipping": [
+        ("Where is my order {order}? It was supposed to arrive {weekday}.",
+         "Order {order} left our warehouse and is with the carrier. The tracking page shows "
+         "delivery by {weekday} evening. I will send you an update if that changes."),
+        ("Can you ship order {order} to {address} instead?",
+         "I have updated the delivery address for order {order}. You will get a confirmation "
+         "email shortly."),
+        ("My package for order {order} says delivered but I did not get it.",
+         "I'm sorry your package is missing. I have opened a carrier investigation for order "
+         "{order}; if it is not found within 48 hours we will send a replacement."),
+    ],
+    "returns": [
+        ("I want to return the {product} from order {order}. It stopped working.",
+         "I'm sorry the {product} stopped working. I have created a return label for order "
+         "{order}; print it and drop the parcel at any post office within 30 days."),
+        ("How long does a refund take after I send back the {product}?",
+         "Once we receive the {product}, the refund is issued within 3 business days and shows "
+         "on your statement 5 to 10 days later."),
+        ("Can I exchange the {product} for a different color?",
+         "Yes, you can exchange the {product} for free within 30 days. Start the exchange from "
+         "Orders > Return or exchange and pick the new color."),
+    ],
+    "account": [
+        ("I can't log in. My email is {email} and the reset link never arrives.",
+         "I have sent a new password reset link. Please check your spam folder; the link is "
+         "valid for 30 minutes."),
+        ("Please change the phone number on my account to {phone}.",
+         "Your phone number has been updated. You will receive a verification code by text "
+         "message to confirm the change."),
+        ("Hi, I'm {name}. How do I delete my account and all my data?",
+         "You can delete your account under Settings > Privacy > Delete account. All personal "
+         "data is removed within 30 days, as required by law."),
+    ],
+    "technical": [
+        ("The app crashes on my {device} every time I open the cart.",
+         "Thanks for reporting this. Please update the app to the latest version and restart "
+         "your {device}; this fixes the cart crash for most users."),
+        ("My API calls fail with 401. I'm using key {api_key}, what is wrong?",
+         "A 401 means the key was rejected. Please rotate the key in the developer dashboard "
+         "right away, since it was shared in this chat, and use the new one."),
+        ("The {product} won't connect to my {device} over Bluetooth.",
+         "Please turn Bluetooth off and on, hold the {product}'s power button for 10 seconds "
+         "to reset it, and pair it again from your {device}'s settings."),
+    ],
+    "subscription": [
+        ("How do I cancel my {plan} subscription?",
+         "You can cancel the {plan} subscription under Settings > Subscription > Cancel. You "
+         "keep access until the end of the current billing period."),
+        ("Can I switch from {plan} to the yearly plan?",
+         "Yes. Switching from {plan} to yearly billing saves two months; the remaining days of "
+         "this month are credited to your first yearly invoice."),
+        ("Please pause my {plan} membership for {months} months, my IBAN is {iban}.",
+         "I have paused your {plan} membership for {months} months. You will not be charged "
+         "during the pause. Please avoid sharing bank details in chat."),
+    ],
+}
+
+SYSTEM_PROMPT = "You are a helpful customer support assistant for an online store."
+
+
+def luhn_complete(digits: str) -> str:
+    """Append the Luhn check digit, so generated card numbers are valid ones."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return digits + str((10 - total % 10) % 10)
+
+
+def iban_de(rng: random.Random) -> str:
+    """A German IBAN with a correct ISO 13616 check number."""
+    bban = "".join(rng.choice(string.digits) for _ in range(18))
+    numeric = "".join(str(int(c, 36)) for c in bban + "DE00")
+    check = 98 - int(numeric) % 97
+    return f"DE{check:02d}{bban}"
+
+
+def fill_slots(rng: random.Random) -> dict[str, str]:
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    card = luhn_complete("4" + "".join(rng.choice(string.digits) for _ in range(14)))
+    card_formats = [card, " ".join(card[i:i + 4] for i in range(0, 16, 4)),
+                    "-".join(card[i:i + 4] for i in range(0, 16, 4))]
+    phone_formats = [
+        f"+1 {rng.randint(201, 989)} {rng.randint(200, 999)} {rng.randint(1000, 9999)}",
+        f"({rng.randint(201, 989)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+        f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
+        f"{rng.randint(201, 989)}-{rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+    ]
+    key_formats = [
+        "sk-" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(40)),
+        "AKIA" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
+        "ghp_" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(36)),
+    ]
+    return {
+        "name": f"{first} {last}",
+        "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@example.com",
+        "phone": rng.choice(phone_formats),
+        "card": rng.choice(card_formats),
+        "iban": iban_de(rng),
+        "address": f"{rng.randint(1, 240)} {rng.choice(STREETS)}, {rng.choice(CITIES)}",
+        "api_key": rng.choice(key_formats),
+        "order": f"#{rng.randint(100000, 999999)}",
+        "amount": f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}",
+        "month": rng.choice(["January", "February", "March", "April", "May", "June"]),
+        "weekday": rng.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]),
+        "product": rng.choice(PRODUCTS),
+        "plan": rng.choice(PLANS),
+        "device": rng.choice(DEVICES),
+        "months": str(rng.randint(1, 6)),
+    }
+
+
+def topic_weights(day_index: int, shift: float) -> list[float]:
+    """Topic mix of one day: a bump that moves one topic along per day, so the mix drifts.
+
+    shift = 0 gives a uniform mix every day; shift near 1 puts most mass on one or two topics.
+    """
+    n = len(TOPICS)
+    focus = day_index % n
+    weights = []
+    for i in range(n):
+        distance = min((i - focus) % n, (focus - i) % n)
+        weights.append((1.0 - shift) + shift * (3.0 if distance == 0 else 1.0 if distance == 1 else 0.1))
+    return weights
+
+
+def make_record(rng: random.Random, day: dt.date, index: int, topic: str) -> dict:
+    user_t, assistant_t = rng.choice(TEMPLATES[topic])
+    slots = fill_slots(rng)
+    # A quarter of users introduce themselves by name, which the assistant echoes back.
+    user_text = user_t.format(**slots)
+    greeting = ""
+    if rng.random() < 0.25:
+        user_text = f"Hello, this is {slots['name']}. " + user_text
+        greeting = f"Hi {slots['name'].split()[0]}! "
+    ts = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=rng.randint(0, 86399))
+    return {
+        "id": f"{day.isoformat()}-{index:05d}",
+        "timestamp": ts.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_text},
+            {"role": "assistant", "content": greeting + assistant_t.format(**slots)},
+        ],
+        "feedback": rng.choices(["up", "down", None], weights=[0.5, 0.1, 0.4])[0],
+        "metadata": {"topic": topic, "channel": rng.choice(["web", "app", "email"])},
+    }
+
+
+def malformed_lines(rng: random.Random, day: dt.date, good: list[dict]) -> list[str]:
+    """The kinds of broken lines real logs contain; each must end in quarantine or dedup."""
+    ts = good[len(good) // 2]["timestamp"]
+    base = dict(good[0])
+    return [
+        '{"id": "' + f"{day}-broken" + '", "timestamp": "' + ts + '", "messages": [',  # cut off
+        json.dumps({"id": f"{day}-nomsg", "timestamp": ts, "feedback": None}),  # missing field
+        json.dumps({**base, "id": f"{day}-badrole",
+                    "messages": [{"role": "wizard", "content": "abracadabra"}]}),
+        json.dumps({**base, "id": f"{day}-empty",
+                    "messages": [{"role": "user", "content": ""},
+                                 {"role": "assistant", "content": ""}]}),
+        json.dumps(good[1]),  # the same interaction logged twice
+        # a flat prompt/response record from an older client, valid and converted on input
+        json.dumps({"id": f"{day}-flat", "timestamp": ts, "prompt": "Do you ship abroad?",
+                    "response": "Yes, we ship to over 40 countries; rates show at checkout."}),
+    ]
+
+
+def generate_day(seed: int, day: dt.date, day_index: int, records: int, shift: float) -> list[str]:
+    """All log lines of one day, in timestamp order where they have one."""
+    rng = random.Random(f"{seed}-{day.isoformat()}")
+    weights = topic_weights(day_index, shift)
+    good = [make_record(rng, day, i, rng.choices(TOPICS, weights=weights)[0])
+            for i in range(records)]
+    good.sort(key=lambda r: r["timestamp"])
+    lines = [json.dumps(r, ensure_ascii=False) for r in good]
+    bad = malformed_lines(rng, day, good)
+    for line in bad:
+        lines.insert(rng.randint(1, len(lines) - 1), line)
+    return lines
+
+
+def generate(out: Path, start: dt.date, days: int, records_per_day: int, seed: int,
+             topic_shift: float, fmt: str = "jsonl", table: str = "interactions") -> list[Path]:
+    """Write `days` days of logs: one JSONL file per day, or rows of a SQLite table.
+
+    Returns the files written. Re-running with the same arguments rewrites the same bytes.
+    """
+    written = []
+    if fmt == "jsonl":
+        out.mkdir(parents=True, exist_ok=True)
+        for d in range(days):
+            day = start + dt.timedelta(days=d)
+            path = out / f"{day.isoformat()}.jsonl"
+            path.write_text("\n".join(generate_day(seed, day, d, records_per_day, topic_shift)) + "\n")
+            written.append(path)
+    elif fmt == "sqlite":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(out) as db:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute(f"CREATE TABLE {table} (id TEXT, timestamp TEXT, record TEXT)")
+            for d in range(days):
+                day = start + dt.timedelta(days=d)
+                for line in generate_day(seed, day, d, records_per_day, topic_shift):
+                    try:
+                        parsed = json.loads(line)
+                        rid, ts = parsed.get("id"), parsed.get("timestamp")
+                    except json.JSONDecodeError:
+                        rid, ts = None, f"{day.isoformat()}T12:00:00Z"
+                    db.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (rid, ts, line))
+        written.append(out)
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use 'jsonl' or 'sqlite'")
+    return written
+
+
+def corpus_text(seed: int, records: int) -> str:
+    """Plain support dialogues across all topics, for pre-training the tiny base model."""
+    rng = random.Random(f"corpus-{seed}")
+    day = dt.date(2025, 1, 1)
+    lines = []
+    for i in range(records):
+        r = make_record(rng, day, i, TOPICS[i % len(TOPICS)])
+        lines.append(" ".join(m["content"] for m in r["messages"][1:]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.sample_logs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for JSONL files, or the .db file with --format sqlite")
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 1, 5))
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--records-per-day", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--topic-shift", type=float, default=0.8,
+                        help="0 = same topic mix every day, 1 = strongly shifting mix")
+    parser.add_argument("--format", choices=["jsonl", "sqlite"], default="jsonl")
+    args = parser.parse_args(argv)
+    for path in generate(args.out, args.start, args.days, args.records_per_day, args.seed,
+                         args.topic_shift, args.format):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
