@@ -174,8 +174,9 @@ def topic_weights(day_index: int, shift: float) -> list[float]:
     return weights
 
 
-def make_record(rng: random.Random, day: dt.date, index: int, topic: str) -> dict:
-    user_t, assistant_t = rng.choice(TEMPLATES[topic])
+def make_record(rng: random.Random, day: dt.date, index: int, topic: str,
+                templates: dict[str, list[tuple[str, str]]] = TEMPLATES) -> dict:
+    user_t, assistant_t = rng.choice(templates[topic])
     slots = fill_slots(rng)
     # A quarter of users introduce themselves by name, which the assistant echoes back.
     user_text = user_t.format(**slots)
@@ -264,15 +265,17 @@ def generate(out: Path, start: dt.date, days: int, records_per_day: int, seed: i
     return written
 
 
-def corpus_text(seed: int, records: int) -> str:
-    """Plain support dialogues across all topics, for pre-training the tiny base model."""
+def corpus_dialogues(seed: int, records: int) -> list[list[dict]]:
+    """Dialogues for pre-training the tiny base model: every topic, but only its first template.
+
+    The base model thus knows the store's language and the chat format, while most answers in the
+    daily logs are new to it: there is something real for each night's adapter to learn.
+    """
     rng = random.Random(f"corpus-{seed}")
     day = dt.date(2025, 1, 1)
-    lines = []
-    for i in range(records):
-        r = make_record(rng, day, i, TOPICS[i % len(TOPICS)])
-        lines.append(" ".join(m["content"] for m in r["messages"][1:]))
-    return "\n".join(lines) + "\n"
+    first_only = {topic: templates[:1] for topic, templates in TEMPLATES.items()}
+    return [make_record(rng, day, i, TOPICS[i % len(TOPICS)], first_only)["messages"]
+            for i in range(records)]
 
 
 def main(argv: list[str] | None = None) -> None:

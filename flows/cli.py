@@ -1,0 +1,191 @@
+"""The `nightshift` command line. Every command has --help; errors say what to do next."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+from contextlib import chdir
+from pathlib import Path
+
+import pipelines  # noqa: F401  (sets the offline and telemetry defaults first)
+from flows import workspace as wsp
+from pipelines import params as params_mod
+
+DEMO_WORKSPACE = Path("demo")
+
+
+def _workspace(path: str) -> Path:
+    ws = Path(path).resolve()
+    if not wsp.is_workspace(ws):
+        raise SystemExit(f"nightshift: {ws} is not a nightshift workspace (no params.yaml and "
+                         "dvc.yaml). Pass --workspace DIR, or create one with `nightshift init DIR`.")
+    return ws
+
+
+def cmd_init(args) -> None:
+    path = wsp.init(Path(args.directory))
+    print(f"Created the workspace {path}\nNext: put logs in {path / 'logs'} (or set source.url in "
+          f"params.yaml), then `nightshift run --workspace {path}`")
+
+
+def cmd_run(args) -> None:
+    from flows.nightly import nightly
+
+    ws = _workspace(args.workspace)
+    summary = nightly(date=args.date, workspace=str(ws), source=args.source)
+    print_summary(summary)
+
+
+def cmd_demo(args) -> None:
+    """Bundled sample logs, then the next cycles of them, in a workspace of their own."""
+    from flows.demo import demo
+
+    ws = Path(args.workspace).resolve()
+    if args.fresh and ws.exists():
+        shutil.rmtree(ws)
+    if not wsp.is_workspace(ws):
+        print(f"Creating the demo workspace {ws} ...", flush=True)
+        wsp.init(ws)
+    summaries = demo(workspace=str(ws), cycles=args.cycles)
+    for summary in summaries:
+        print_summary(summary)
+    print_status(ws)
+    print(f"\nThe demo workspace is {ws}. Look around:\n"
+          f"  cd {ws} && dvc status && git log --oneline      # each cycle is a commit\n"
+          f"  mlflow ui --backend-store-uri sqlite:///{ws / 'mlflow.db'}   # the registry, in a browser\n"
+          f"  nightshift demo                                    # the next cycles")
+
+
+def cmd_status(args) -> None:
+    print_status(_workspace(args.workspace), as_json=args.json)
+
+
+def cmd_redact(args) -> None:
+    from pipelines.redact import RedactionSetupError, redact_file
+
+    p = params_mod.load(args.params).redact if Path(args.params).exists() else _default_params().redact
+    if not Path(args.input).exists():
+        raise SystemExit(f"nightshift redact: {args.input} does not exist")
+    try:
+        report = redact_file(p, Path(args.input), Path(args.output))
+    except RedactionSetupError as exc:
+        raise SystemExit(f"nightshift redact: {exc}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{report['records']} records redacted into {args.output}")
+    for entity, count in report["replaced"].items():
+        print(f"  {entity:<16} {count}")
+    if report["entities_not_looked_for"]:
+        print(f"  not looked for (no NER model): {', '.join(report['entities_not_looked_for'])}")
+
+
+def _default_params() -> params_mod.Params:
+    return params_mod.load(wsp.PROJECT_ROOT / "params.yaml")
+
+
+def print_summary(s: dict) -> None:
+    if s.get("status") == "already_done":
+        print(f"cycle {s['cycle']}: already done (version {s['version']})")
+        return
+    acc = s.get("accounting") or {}
+    ev = s.get("eval") or {}
+    tr = s.get("train") or {}
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+    print(f"\n== nightshift cycle {s['cycle']}: {s['status']} in {s.get('seconds', 0):.0f} s ==")
+    print(f"records   pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
+          f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}")
+    if s.get("quarantine_reasons"):
+        print(f"          quarantine reasons: {s['quarantine_reasons']}")
+    print(f"train     {tr.get('examples')} examples, {tr.get('steps')} steps, loss "
+          f"{fmt(tr.get('first_loss'))} -> {fmt(tr.get('final_loss'))}, parent version "
+          f"{s.get('parent_version') or 'none (new adapter)'}")
+    print(f"eval loss candidate {fmt(ev.get('candidate'))}, champion {fmt(ev.get('champion'))}, "
+          f"base {fmt(ev.get('base'))}")
+    if s.get("status") == "succeeded":
+        print(f"registry  version {s['version']} -> {('@' + s['alias']) if s.get('alias') else 'no alias'}"
+              f": {s['reason']}")
+    else:
+        print(f"error     {s.get('error')}")
+
+
+def print_status(ws: Path, as_json: bool = False) -> None:
+    from registry import mlflow_registry as reg
+
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        st = reg.status(p.registry)
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return
+    if not st["registered"]:
+        print(f"No model registered yet under {st['model']!r}. Run `nightshift run` or `nightshift demo`.")
+        return
+    print(f"\nmodel {st['model']}: " + ", ".join(f"@{a} = version {v}" for a, v in st["aliases"].items()))
+    print(f"{'version':>7}  {'cycle':<10}  {'parent':>6}  {'gate':<8}  eval loss")
+    for v in st["versions"]:
+        print(f"{v['version']:>7}  {v['cycle'] or '-':<10}  {v['parent'] or '-':>6}  "
+              f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nightshift",
+        description="Turn yesterday's assistant log into tonight's better LoRA adapter, safely.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the bundled sample through nightly cycles",
+                       description="Generate the bundled sample logs in a demo workspace and run "
+                       "the next cycles on them (continues where the last demo stopped).")
+    p.add_argument("--workspace", default=str(DEMO_WORKSPACE), help="demo workspace (default: demo)")
+    p.add_argument("--cycles", type=int, default=None, help="cycles to run (default: demo.cycles)")
+    p.add_argument("--fresh", action="store_true", help="delete the demo workspace and start over")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run one nightly cycle now",
+                       description="Run one cycle: ingest, redact, validate, dataset, train, "
+                       "evaluate, gate, version, register.")
+    p.add_argument("--date", help="the day whose interactions to learn (YYYY-MM-DD; default: yesterday)")
+    p.add_argument("--source", help="override source.url: a JSONL folder/file or a database URL")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="champion, challenger and recent versions",
+                       description="Show the registered model's aliases and latest versions.")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("redact", help="redact a JSONL file exactly as the pipeline does",
+                       description="Replace personal data and secrets in IN.jsonl with typed "
+                       "placeholders; one record in, one record out, same order.")
+    p.add_argument("input", metavar="IN.jsonl")
+    p.add_argument("output", metavar="OUT.jsonl")
+    p.add_argument("--report", metavar="FILE", help="write per-entity-type counts as JSON")
+    p.add_argument("--params", default="params.yaml",
+                   help="params.yaml whose `redact` section to use (default: ./params.yaml, "
+                   "else the project's defaults)")
+    p.set_defaults(func=cmd_redact)
+
+    p = sub.add_parser("init", help="create a new workspace (git + DVC + params)",
+                       description="Create a nightshift workspace: params.yaml, dvc.yaml, the "
+                       "stages, git, DVC and a local DVC remote.")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except params_mod.ParamsError as exc:
+        raise SystemExit(f"nightshift: {exc}")
+    except FileExistsError as exc:
+        raise SystemExit(f"nightshift: {exc}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

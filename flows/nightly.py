@@ -1,0 +1,250 @@
+"""The `nightly` Prefect flow: one cycle, from yesterday's log to a registered, gated adapter.
+
+The flow only orchestrates. Stages live in pipelines/ and run through `dvc repro <stage>`, so DVC
+decides what is up to date and records dvc.lock; Prefect adds the schedule, retries on I/O, logs
+and the UI. Ingest and register are the two side effects outside the DVC DAG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from contextlib import chdir
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.context import get_run_context
+
+from flows import workspace as wsp
+from pipelines import ingest as ingest_stage
+from pipelines import params as params_mod
+from pipelines.records import write_json
+from registry import mlflow_registry as reg
+
+DAG_STAGES = ["base_model", "redact", "validate", "dataset", "train", "evaluate", "gate"]
+PARENT_DIR = Path("models/parent")
+BUFFER = Path("data/replay/buffer.jsonl")
+NEXT_BUFFER = Path("data/dataset/buffer.jsonl")
+
+
+class AccountingError(AssertionError):
+    """pulled != clean + quarantined + duplicates: a record went missing."""
+
+
+@task(name="ingest", retries=3, retry_delay_seconds=[5, 15, 45])
+def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
+    """Pull records newer than the watermark into data/raw/<date>.jsonl and pin it with DVC."""
+    p = params_mod.load(ws / "params.yaml")
+    source = p.source if source_url is None else params_mod.SourceParams(source_url, p.source.table)
+    if not ingest_stage.is_sql_url(source.url):
+        source = params_mod.SourceParams(str((ws / source.url).resolve()), source.table)
+    with chdir(ws):
+        metrics = ingest_stage.run(source, date)
+    wsp.dvc(ws, "add", "-q", metrics["snapshot"])
+    get_run_logger().info("ingest: %d records pulled for %s (watermark %s)",
+                          metrics["pulled"], date, metrics["watermark"])
+    return metrics
+
+
+@task(name="pin-inputs", retries=2, retry_delay_seconds=5)
+def pin_inputs(ws: Path, date: dt.date) -> dict:
+    """Put the parent adapter (@champion now) and the replay buffer in place, pinned by DVC."""
+    log = get_run_logger()
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        champion = reg.resolve_alias(p.registry, reg.CHAMPION)
+        parent_version = None
+        current = _read_json(PARENT_DIR / "PARENT.json")
+        if champion is None:
+            if PARENT_DIR.exists():
+                shutil.rmtree(PARENT_DIR)
+            PARENT_DIR.mkdir(parents=True)
+            log.info("no @champion yet: training starts a new adapter")
+        else:
+            parent_version = champion.version
+            if current.get("version") != champion.version:
+                reg.download_adapter(p.registry, champion, PARENT_DIR)
+            log.info("training continues from @champion = version %s", champion.version)
+        write_json(PARENT_DIR / "PARENT.json", {"version": parent_version,
+                                                "run_id": champion.run_id if champion else None,
+                                                "source": champion.source if champion else None})
+
+        # The previous cycle's dataset stage left the buffer it grew; it becomes this cycle's input.
+        previous = _read_json(NEXT_BUFFER.parent / "report.json").get("cycle")
+        if previous and previous < date.isoformat() and NEXT_BUFFER.exists():
+            BUFFER.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(NEXT_BUFFER, BUFFER)
+        elif not BUFFER.exists():
+            BUFFER.parent.mkdir(parents=True, exist_ok=True)
+            BUFFER.touch()
+    wsp.dvc(ws, "add", "-q", str(PARENT_DIR), str(BUFFER))
+    return {"parent_version": parent_version}
+
+
+@task(name="dvc-stage")
+def dvc_stage(ws: Path, stage: str) -> float:
+    """`dvc repro <stage>`: runs it if its deps or params changed, else DVC skips it."""
+    log = get_run_logger()
+    started = time.time()
+    wsp.dvc(ws, "repro", stage, log=lambda line: log.info("%s", line))
+    return round(time.time() - started, 1)
+
+
+@task(name="version", retries=2, retry_delay_seconds=10)
+def version(ws: Path, date: dt.date) -> dict:
+    """Push the cycle's data and models to the DVC remote; record dvc.lock in git."""
+    p = params_mod.load(ws / "params.yaml")
+    wsp.dvc(ws, "push", "-q", "-r", p.version.remote)
+    commit = None
+    if p.version.git_commit and (ws / ".git").exists():
+        wsp.git(ws, "add", "-A")
+        if wsp.git(ws, "status", "--porcelain").strip():
+            wsp.git(ws, "commit", "-q", "-m", f"nightshift cycle {date.isoformat()}")
+        commit = wsp.git(ws, "rev-parse", "HEAD").strip()
+    return {"git_commit": commit, "data_version": _dvc_md5(ws / f"data/raw/{date.isoformat()}.jsonl.dvc")}
+
+
+@task(name="register", retries=2, retry_delay_seconds=10)
+def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dict) -> dict:
+    """Register the candidate with its lineage; the gate's verdict decides the alias move."""
+    p = params_mod.load(ws / "params.yaml")
+    evaluation = _read_json(ws / "reports/eval.json")
+    verdict = _read_json(ws / "reports/gate.json")
+    train = _read_json(ws / "reports/train.json")
+    lineage = {
+        "cycle": date.isoformat(), "parent_version": parent_version or "none",
+        "data_version": versioned["data_version"], "git_commit": versioned["git_commit"] or "none",
+        "params_hash": p.digest(), "base_model": p.base.model,
+        "flow_run_id": _flow_run_id(), "eval_loss": evaluation["candidate"].get("eval_loss"),
+        "champion_eval_loss": (evaluation.get("champion") or {}).get("eval_loss"),
+    }
+    metrics = {"train_loss": train.get("train_loss"), "final_train_loss": train.get("final_loss"),
+               "eval_loss": evaluation["candidate"].get("eval_loss"),
+               "base_eval_loss": evaluation["base"].get("eval_loss"),
+               "champion_eval_loss": lineage["champion_eval_loss"],
+               "tokens_per_second": train.get("tokens_per_second")}
+    with chdir(ws):
+        result = reg.register(
+            p.registry, Path("models/candidate"), f"cycle-{date.isoformat()}", lineage, metrics,
+            _flatten(json.loads(json.dumps(params_mod.dataclasses.asdict(p)))),
+            [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
+             Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
+    get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
+    return result
+
+
+def accounting(ws: Path, pulled: int) -> dict:
+    """Every record pulled is clean, quarantined or a duplicate; raises AccountingError if not."""
+    validated = _read_json(ws / "data/validated/report.json")
+    dataset = _read_json(ws / "data/dataset/report.json")
+    counts = {"pulled": pulled, "clean": dataset.get("unique"),
+              "quarantined": validated.get("quarantined"), "duplicates": dataset.get("duplicates")}
+    if None in counts.values():
+        return {**counts, "balanced": None}
+    balanced = counts["pulled"] == counts["clean"] + counts["quarantined"] + counts["duplicates"]
+    if not balanced:
+        raise AccountingError(f"records unaccounted for: {counts}")
+    return {**counts, "balanced": True}
+
+
+def write_summary(ws: Path, summary: dict) -> None:
+    write_json(ws / "reports/summary.json", summary)
+    write_json(ws / f"reports/cycles/{summary['cycle']}.json", summary)
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(date: str | None = None, workspace: str = ".", source: str | None = None) -> dict:
+    """One nightly cycle: ingest -> redact -> validate -> dataset -> train -> evaluate -> gate
+    -> version -> register. `date` is the day whose interactions are learned (default: yesterday).
+    """
+    log = get_run_logger()
+    ws = Path(workspace).resolve()
+    day = dt.date.fromisoformat(date) if date else dt.date.today() - dt.timedelta(days=1)
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        existing = reg.find_version_for_cycle(p.registry, day.isoformat())
+    if existing:
+        log.info("cycle %s is already registered as version %s: nothing to do", day, existing)
+        return {"cycle": day.isoformat(), "status": "already_done", "version": existing}
+
+    summary: dict = {"cycle": day.isoformat(), "status": "running", "timings": {},
+                     "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        t = time.time()
+        pulled = ingest(ws, day, source)
+        summary["timings"]["ingest"] = round(time.time() - t, 1)
+        summary["pulled"] = pulled["pulled"]
+        t = time.time()
+        pinned = pin_inputs(ws, day)
+        summary["timings"]["pin_inputs"] = round(time.time() - t, 1)
+        summary["parent_version"] = pinned["parent_version"]
+        for stage in DAG_STAGES:
+            summary["timings"][stage] = dvc_stage.with_options(name=f"dvc-{stage}")(ws, stage)
+        summary["accounting"] = accounting(ws, pulled["pulled"])
+        t = time.time()
+        versioned = version(ws, day)
+        summary["timings"]["version"] = round(time.time() - t, 1)
+        t = time.time()
+        registered = register(ws, day, pinned["parent_version"], versioned)
+        summary["timings"]["register"] = round(time.time() - t, 1)
+        summary.update(status="succeeded", version=registered["version"],
+                       promoted=registered["promoted"], alias=registered["alias"],
+                       reason=registered["reason"], git_commit=versioned["git_commit"],
+                       data_version=versioned["data_version"])
+    except Exception as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if "pulled" in summary and "accounting" not in summary:
+            try:
+                summary["accounting"] = accounting(ws, summary["pulled"])
+            except AccountingError as acc:
+                summary["accounting_error"] = str(acc)
+        raise
+    finally:
+        summary.update(_report_numbers(ws) if summary["status"] != "already_done" else {})
+        summary["seconds"] = round(sum(summary["timings"].values()), 1)
+        write_summary(ws, summary)
+        log.info("summary written to %s", ws / "reports/summary.json")
+    return summary
+
+
+def _report_numbers(ws: Path) -> dict:
+    train = _read_json(ws / "reports/train.json")
+    evaluation = _read_json(ws / "reports/eval.json")
+    gate = _read_json(ws / "reports/gate.json")
+    validated = _read_json(ws / "data/validated/report.json")
+    return {"quarantine_reasons": validated.get("quarantine_reasons"),
+            "train": {k: train.get(k) for k in ("examples", "steps", "first_loss", "final_loss",
+                                                  "tokens_per_second", "continued_from_parent")},
+            "eval": {k: (evaluation.get(k) or {}).get("eval_loss") for k in ("candidate", "champion", "base")},
+            "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")}}
+
+
+def _flow_run_id() -> str:
+    try:
+        return str(get_run_context().flow_run.id)
+    except Exception:
+        return "none"
+
+
+def _dvc_md5(dvc_file: Path) -> str:
+    import yaml
+
+    if not dvc_file.exists():
+        return "none"
+    return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,94 @@
+"""A nightshift workspace: a git + DVC repository holding params.yaml, dvc.yaml, the stages' code,
+data/, models/, reports/, the MLflow store and a DVC remote. This repository is one; `nightshift
+init DIR` makes another (the demo runs in one, so it never commits into the code's own history).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pipelines
+
+PROJECT_ROOT = Path(pipelines.__file__).resolve().parent.parent
+# What a new workspace gets from the project: the stages' code (which dvc.yaml tracks as deps),
+# the DAG, the parameters and the bundled pre-training text.
+SCAFFOLD = ["pipelines", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml", ".dvcignore"]
+WORKSPACE_GITIGNORE = """\
+# Local stores of this workspace (at scale these are servers: see README)
+/mlflow.db
+/mlartifacts/
+/dvc-remote/
+/logs/
+/reports/summary.json
+/reports/cycles/
+__pycache__/
+"""
+
+
+class CommandError(RuntimeError):
+    """A dvc or git command failed; the message holds the end of its output."""
+
+
+def subprocess_env() -> dict:
+    """The environment for stage commands: this interpreter's `python` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_command(args: list[str], cwd: Path, log=None) -> str:
+    """Run a command in the workspace; stream its lines to `log`; raise CommandError on failure."""
+    proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    lines = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        lines.append(line)
+        if log and line.strip():
+            log(line)
+    if proc.wait() != 0:
+        tail = "\n".join(lines[-25:])
+        raise CommandError(f"`{' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return "\n".join(lines)
+
+
+def dvc(ws: Path, *args: str, log=None) -> str:
+    return run_command([sys.executable, "-m", "dvc", *args], ws, log)
+
+
+def git(ws: Path, *args: str, log=None) -> str:
+    return run_command(["git", *args], ws, log)
+
+
+def is_workspace(path: Path) -> bool:
+    return (path / "params.yaml").exists() and (path / "dvc.yaml").exists()
+
+
+def init(path: Path, source: Path = PROJECT_ROOT) -> Path:
+    """Create a workspace at `path`: the scaffold, git, DVC and a local DVC remote."""
+    path = path.resolve()
+    if is_workspace(path):
+        raise FileExistsError(f"{path} is already a nightshift workspace")
+    path.mkdir(parents=True, exist_ok=True)
+    for item in SCAFFOLD:
+        src, dst = source / item, path / item
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    git(path, "init", "-q", "-b", "main")
+    # A workspace may live where no git identity is configured (CI, a service account).
+    git(path, "config", "user.name", "nightshift")
+    git(path, "config", "user.email", "nightshift@localhost")
+    dvc(path, "init", "-q")
+    dvc(path, "config", "core.autostage", "true")
+    dvc(path, "remote", "add", "-d", "local", "dvc-remote")  # the workspace's own folder
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "nightshift workspace")
+    return path

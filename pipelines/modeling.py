@@ -1,0 +1,107 @@
+"""Loading models, tokenising chats and measuring loss: the pieces train and evaluate share."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+# Loss counts assistant tokens only: the model should learn to answer, not to ask.
+IGNORE_INDEX = -100
+
+
+def set_determinism(seed: int) -> None:
+    """Same seed, same weights on the CPU: `dvc repro --force train` rebuilds bit-identically."""
+    from transformers import set_seed
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_seed(seed, deterministic=True)
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise ValueError(f"the tokenizer of {model} has no chat template; nightshift trains on "
+                         "chat-formatted data, so use an instruct/chat model")
+    return tokenizer
+
+
+def quantization_config(quantization: str):
+    """QLoRA's recipe (Dettmers et al., 2023): 4-bit NormalFloat, double quantisation, bf16 compute."""
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_base(model: str, quantization: str):
+    """The base model, from a hub id or a local path, 4-bit quantised for QLoRA or not."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        model, quantization_config=quantization_config(quantization),
+        dtype=torch.float32 if quantization == "none" else torch.bfloat16)
+
+
+def is_adapter(path: str | Path | None) -> bool:
+    return path is not None and Path(path, "adapter_config.json").exists()
+
+
+def load_with_adapter(model: str, quantization: str, adapter: str | Path | None, trainable: bool):
+    """Base model plus the adapter at `adapter` (or none when it holds no adapter)."""
+    from peft import PeftModel
+
+    base = load_base(model, quantization)
+    if not is_adapter(adapter):
+        return base
+    return PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
+
+
+def encode_chat(tokenizer, messages: list[dict], max_length: int) -> dict:
+    """Token ids of a chat through the tokenizer's chat template, labels on assistant tokens only."""
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+    ids = list(encoded["input_ids"])[:max_length]
+    mask = list(encoded["assistant_masks"])[:max_length]
+    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
+    return {"input_ids": ids, "labels": labels}
+
+
+def collate(batch: list[dict], pad_token_id: int) -> dict:
+    """Pad a batch on the right; padded positions are masked out of attention and loss."""
+    width = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, b in enumerate(batch):
+        n = len(b["input_ids"])
+        ids[i, :n] = torch.tensor(b["input_ids"])
+        labels[i, :n] = torch.tensor(b["labels"])
+        attention[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": attention}
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
+    """Token-weighted mean cross-entropy over the labelled tokens of `examples` (nan if none)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        shift_logits = logits[:, :-1].float()
+        shift_labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum")
+        total += loss.item()
+        tokens += int((shift_labels != IGNORE_INDEX).sum())
+    return total / tokens if tokens else math.nan

@@ -1,0 +1,138 @@
+"""train: fine-tune a LoRA adapter (QLoRA by default) that continues from the production adapter.
+
+The parent adapter is a pinned input (models/parent, put there by the flow from `@champion`); when
+it holds an adapter, training continues from it, otherwise a new adapter starts. The base model is
+loaded in 4-bit NF4 with double quantisation and bf16 compute (QLoRA), or in full precision with
+`train.quantization: none`. Loss is on assistant tokens only, through the model's chat template.
+
+    python -m pipelines.train models/parent data/dataset/train.jsonl models/candidate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines import params as params_mod
+from pipelines.records import read_jsonl, write_json
+
+ADAPTER_INFO = "nightshift.json"  # written beside the adapter: what it was trained from
+
+
+def lora_config(p: params_mod.TrainParams):
+    from peft import LoraConfig
+
+    return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                      target_modules=list(p.target_modules), task_type="CAUSAL_LM")
+
+
+def trainable_model(base_model: str, p: params_mod.TrainParams, parent: Path):
+    """The base model, prepared for k-bit training if quantised, with a trainable adapter on it."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    from pipelines.modeling import is_adapter, load_base
+
+    model = load_base(base_model, p.quantization)
+    if p.quantization != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if is_adapter(parent):
+        return PeftModel.from_pretrained(model, str(parent), is_trainable=True)
+    return get_peft_model(model, lora_config(p))
+
+
+def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, train_file: Path,
+        out_dir: Path) -> dict:
+    """Train one cycle's adapter.
+
+    Args:
+        p: the `train` section of params.yaml.
+        base_model: `base.model` (hub id or path).
+        seed: the global seed; training is deterministic on the CPU for a given seed.
+        parent: folder of the adapter to continue from (no adapter_config.json: start fresh).
+        train_file: data/dataset/train.jsonl.
+        out_dir: the candidate adapter (PEFT format) and nightshift.json.
+    Returns:
+        metrics: losses (first, final, per step), steps, tokens, seconds, tokens/s.
+    """
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from pipelines.modeling import collate, encode_chat, is_adapter, load_tokenizer, set_determinism
+
+    started = time.time()
+    set_determinism(seed)
+    tokenizer = load_tokenizer(base_model)
+    examples = [encode_chat(tokenizer, r["messages"], p.max_length) for r in read_jsonl(train_file)]
+    examples = [e for e in examples if any(l != -100 for l in e["labels"])]
+    if not examples:
+        raise ValueError(f"{train_file} has no example with an assistant turn to learn from")
+    model = trainable_model(base_model, p, parent)
+    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=p.batch_size,
+            num_train_epochs=p.epochs, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
+            warmup_steps=0.1, logging_steps=1, save_strategy="no", report_to=[], seed=seed,
+            data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
+            bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False)
+        trainer = Trainer(model=model, args=args, train_dataset=examples,
+                          data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+        result = trainer.train()
+    losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
+    if not losses or not all(math.isfinite(l) for l in losses):
+        raise FloatingPointError(f"training diverged: losses {losses[-5:]}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    canonicalize_adapter_config(out_dir)
+    tokens = sum(len(e["input_ids"]) for e in examples) * p.epochs
+    seconds = time.time() - started
+    info = {"base_model": base_model, "parent": _parent_info(parent) if is_adapter(parent) else None,
+            "quantization": p.quantization, "examples": len(examples)}
+    (out_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return {"examples": len(examples), "steps": result.global_step, "trainable_parameters": trainable,
+            "first_loss": losses[0], "final_loss": round(sum(losses[-3:]) / len(losses[-3:]), 4),
+            "train_loss": round(result.training_loss, 4), "tokens": tokens,
+            "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
+            "continued_from_parent": is_adapter(parent), "losses": losses}
+
+
+def canonicalize_adapter_config(adapter_dir: Path) -> None:
+    """PEFT saves target_modules from a set, in an order that varies between processes; sort it so
+    the same training writes the same bytes and DVC sees an unchanged output."""
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _parent_info(parent: Path) -> dict:
+    path = parent / "PARENT.json"
+    return json.loads(path.read_text()) if path.exists() else {"path": str(parent)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parent", type=Path)
+    parser.add_argument("train_file", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--metrics", type=Path, default=Path("reports/train.json"))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = params_mod.load(args.params)
+    metrics = run(params.train, params.base.model, params.seed, args.parent, args.train_file,
+                  args.out_dir)
+    write_json(args.metrics, metrics)
+    print(f"train: {metrics['steps']} steps, loss {metrics['first_loss']:.3f} -> "
+          f"{metrics['final_loss']:.3f}, {metrics['tokens_per_second']} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The MLflow model registry: one registered model per adapter line, `@champion` is production.
+
+Each cycle's adapter is logged as the artifacts of an MLflow run and registered as a model version
+whose tags carry its lineage. The gate's verdict decides the alias move: `@champion` when it
+passed and auto-promotion is on, `@challenger` when a person should decide, none when it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines import params as params_mod
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG = "nightshift."  # prefix of every tag nightshift writes
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    run_id: str
+    source: str
+    tags: dict
+
+
+def client(p: params_mod.RegistryParams):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(p.tracking_uri)
+    mlflow.set_registry_uri(p.tracking_uri)
+    return MlflowClient(tracking_uri=p.tracking_uri, registry_uri=p.tracking_uri)
+
+
+def _ensure_model(c, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description="LoRA adapter kept current by nightshift; "
+                                  "@champion is production, @challenger awaits review.")
+
+
+def resolve_alias(p: params_mod.RegistryParams, alias: str = CHAMPION) -> Champion | None:
+    """The version an alias points to now, or None (no model, or no such alias yet)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        mv = c.get_model_version_by_alias(p.model_name, alias)
+    except MlflowException:
+        return None
+    return Champion(version=str(mv.version), run_id=mv.run_id, source=mv.source, tags=dict(mv.tags))
+
+
+def download_adapter(p: params_mod.RegistryParams, champion: Champion, dest: Path) -> Path:
+    """Put the champion's adapter files into `dest` (replacing what was there)."""
+    import mlflow
+
+    client(p)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source, dst_path=tmp))
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(local, dest)
+    return dest
+
+
+def find_version_for_cycle(p: params_mod.RegistryParams, cycle: str) -> str | None:
+    """The version already registered for a cycle, so a re-run never registers it twice."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        versions = c.search_model_versions(f"name = '{p.model_name}' and tag.`{TAG}cycle` = '{cycle}'")
+    except MlflowException:
+        return None
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
+def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lineage: dict,
+             metrics: dict, params_flat: dict, artifacts: list[Path], verdict: dict) -> dict:
+    """Log the adapter as a run, register it as a version with lineage tags, move the alias.
+
+    Returns {"version", "run_id", "alias" (or None), "promoted", "reason"}.
+    """
+    import mlflow
+
+    c = client(p)
+    if c.get_experiment_by_name(p.experiment) is None:
+        # Artifacts beside the store, in the workspace (at scale: an S3 bucket on the server).
+        c.create_experiment(p.experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
+    mlflow.set_experiment(p.experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params_flat.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
+        for path in artifacts:
+            if path.exists():
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        mlflow.set_tags({f"{TAG}{k}": str(v) for k, v in lineage.items()})
+        run_id = run.info.run_id
+        source = f"{run.info.artifact_uri}/adapter"
+
+    _ensure_model(c, p.model_name)
+    tags = {f"{TAG}{k}": str(v) for k, v in lineage.items()}
+    tags[f"{TAG}gate"] = "passed" if verdict["passed"] else "rejected"
+    tags[f"{TAG}gate_reasons"] = json.dumps(verdict["reasons"])
+    mv = c.create_model_version(p.model_name, source=source, run_id=run_id, tags=tags,
+                                description=f"cycle {lineage.get('cycle')}: " + "; ".join(verdict["reasons"]))
+    version = str(mv.version)
+
+    if not verdict["passed"]:
+        alias, reason = None, "gate rejected: " + "; ".join(verdict["reasons"])
+    elif p.auto_promote:
+        alias, reason = CHAMPION, "gate passed, auto-promotion on"
+    else:
+        alias, reason = CHALLENGER, "gate passed, waiting for a person (registry.auto_promote: false)"
+    if alias:
+        c.set_registered_model_alias(p.model_name, alias, version)
+    return {"version": version, "run_id": run_id, "alias": alias,
+            "promoted": alias == CHAMPION, "reason": reason}
+
+
+def status(p: params_mod.RegistryParams, last: int = 5) -> dict:
+    """Champion, challenger and the latest versions with their gate verdicts."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        model = c.get_registered_model(p.model_name)
+    except MlflowException:
+        return {"model": p.model_name, "registered": False, "aliases": {}, "versions": []}
+    versions = sorted(c.search_model_versions(f"name = '{p.model_name}'"),
+                      key=lambda v: int(v.version), reverse=True)[:last]
+    return {
+        "model": p.model_name, "registered": True,
+        "aliases": {alias: str(v) for alias, v in (model.aliases or {}).items()},
+        "versions": [{"version": str(v.version), "cycle": v.tags.get(f"{TAG}cycle"),
+                      "parent": v.tags.get(f"{TAG}parent_version"),
+                      "gate": v.tags.get(f"{TAG}gate"), "eval_loss": v.tags.get(f"{TAG}eval_loss"),
+                      "created": v.creation_timestamp} for v in versions],
+    }
