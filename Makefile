@@ -1,0 +1,34 @@
+# Two commands for a new machine: `make demo` and `make test`. Both create .venv if needed.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lock clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the locked dependencies into $(VENV) (about 2 minutes the first time) ..."
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the tested versions
+
+demo: $(STAMP)  ## run the bundled sample through nightly cycles (in ./demo)
+	$(BIN)/nightshift demo
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/python -m pytest
+
+lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[test]'
+	.lock-venv/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock
+	rm -rf .lock-venv
+
+clean:  ## remove the demo workspace and caches (not .venv)
+	rm -rf demo .pytest_cache

@@ -1,0 +1,132 @@
+"""The whole cycle through the real Prefect, DVC, GX, transformers/peft/bitsandbytes and MLflow,
+in a fresh workspace on tiny data: two nights, the second training from the first's champion."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from prefect.testing.utilities import prefect_test_harness
+
+from flows import workspace as wsp
+from pipelines import sample_logs
+from registry import mlflow_registry as reg
+from tests.conftest import write_tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def two_cycles(tmp_path_factory, prefect_api):
+    """A workspace that has run two nightly cycles on the sample logs."""
+    from flows.nightly import nightly
+    import datetime as dt
+
+    ws = wsp.init(tmp_path_factory.mktemp("ws") / "workspace")
+    write_tiny_params(ws / "params.yaml")
+    sample_logs.generate(ws / "logs", dt.date(2026, 1, 5), 2, 40, seed=7, topic_shift=0.8)
+    first = nightly(date="2026-01-05", workspace=str(ws))
+    second = nightly(date="2026-01-06", workspace=str(ws))
+    return ws, first, second
+
+
+def registry_params(ws):
+    from pipelines import params as params_mod
+
+    return params_mod.load(ws / "params.yaml").registry
+
+
+def test_every_record_pulled_is_accounted_for(two_cycles):
+    ws, first, second = two_cycles
+    for summary in (first, second):
+        acc = summary["accounting"]
+        assert acc["balanced"] and acc["pulled"] == 46
+        assert acc["pulled"] == acc["clean"] + acc["quarantined"] + acc["duplicates"]
+        assert acc["quarantined"] >= 4 and acc["duplicates"] >= 1
+    written = json.loads((ws / "reports/summary.json").read_text())
+    assert written["cycle"] == "2026-01-06" and written["status"] == "succeeded"
+
+
+def test_malformed_records_land_in_quarantine_with_reasons_and_the_cycle_goes_on(two_cycles):
+    ws, first, _ = two_cycles
+    assert first["status"] == "succeeded"
+    quarantined = [json.loads(l) for l in (ws / "data/validated/quarantine.jsonl").read_text().splitlines()]
+    reasons = {r for q in quarantined for r in q["_reasons"]}
+    assert {"unparseable", "unknown_role", "empty_message", "missing_messages"} <= reasons
+
+
+def test_first_cycle_registers_a_champion_with_lineage_tags(two_cycles):
+    ws, first, _ = two_cycles
+    assert first["version"] == "1" and first["promoted"]
+    from mlflow import MlflowClient
+
+    p = registry_params(ws)
+    with __import__("contextlib").chdir(ws):
+        mv = MlflowClient(p.tracking_uri).get_model_version(p.model_name, "1")
+    tags = mv.tags
+    for key in ("cycle", "parent_version", "data_version", "git_commit", "params_hash",
+                "base_model", "flow_run_id", "eval_loss", "gate", "gate_reasons"):
+        assert tags.get(f"nightshift.{key}") not in (None, "", "none") or key == "parent_version", key
+    assert tags["nightshift.parent_version"] == "none"
+    assert tags["nightshift.gate"] == "passed"
+
+
+def test_second_cycle_trains_from_the_first_champion(two_cycles):
+    ws, _, second = two_cycles
+    assert second["parent_version"] == "1" and second["train"]["continued_from_parent"]
+    with __import__("contextlib").chdir(ws):
+        champion = reg.resolve_alias(registry_params(ws))
+        status = reg.status(registry_params(ws))
+    v2 = next(v for v in status["versions"] if v["version"] == "2")
+    assert v2["parent"] == "1"
+    if second["promoted"]:
+        assert champion.version == "2"
+    else:  # a rejected candidate leaves production where it was
+        assert champion.version == "1"
+
+
+def test_after_a_cycle_dvc_is_clean_and_each_cycle_is_a_git_commit(two_cycles):
+    ws, _, _ = two_cycles
+    assert "up to date" in wsp.dvc(ws, "status")
+    log = wsp.git(ws, "log", "--oneline")
+    assert "nightshift cycle 2026-01-05" in log and "nightshift cycle 2026-01-06" in log
+    assert wsp.git(ws, "status", "--porcelain").strip() == ""
+    pushed = list((ws / "dvc-remote").rglob("*"))
+    assert pushed, "dvc push sent nothing to the remote"
+
+
+def test_dvc_repro_force_of_train_rebuilds_identical_weights(two_cycles):
+    ws, _, _ = two_cycles
+    weights = ws / "models/candidate/adapter_model.safetensors"
+    before = weights.read_bytes()
+    wsp.dvc(ws, "repro", "--force", "--single-item", "train")
+    assert weights.read_bytes() == before
+    assert "up to date" in wsp.dvc(ws, "status")
+
+
+def test_running_a_registered_night_again_changes_nothing(two_cycles):
+    from flows.nightly import nightly
+
+    ws, _, _ = two_cycles
+    head = wsp.git(ws, "rev-parse", "HEAD")
+    again = nightly(date="2026-01-06", workspace=str(ws))
+    assert again["status"] == "already_done" and again["version"] == "2"
+    assert wsp.git(ws, "rev-parse", "HEAD") == head
+    with __import__("contextlib").chdir(ws):
+        assert len(reg.status(registry_params(ws))["versions"]) == 2
+
+
+def test_status_command_shows_the_champion(two_cycles):
+    ws, _, _ = two_cycles
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "status", "--workspace", str(ws), "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["aliases"]["champion"] in ("1", "2")

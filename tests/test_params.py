@@ -1,0 +1,41 @@
+import pytest
+import yaml
+
+from pipelines import params as params_mod
+from tests.conftest import ROOT
+
+
+def test_project_params_load_with_every_section():
+    p = params_mod.load(ROOT / "params.yaml")
+    assert p.train.quantization == "4bit"
+    assert p.registry.model_name
+    assert len(p.digest()) == 12
+
+
+def test_unknown_key_is_an_error_naming_the_key(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["learning_rte"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match="train.learning_rte"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_missing_key_is_an_error_naming_the_key(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["gate"]["max_regression"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match="gate.max_regression"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_bad_quantization_value_is_rejected(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["quantization"] = "8bit"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match="quantization"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_missing_file_says_how_to_make_a_workspace(tmp_path):
+    with pytest.raises(params_mod.ParamsError, match="nightshift init"):
+        params_mod.load(tmp_path / "params.yaml")
