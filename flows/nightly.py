@@ -15,7 +15,6 @@ from contextlib import chdir
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.context import get_run_context
 
 from flows import workspace as wsp
 from pipelines import ingest as ingest_stage
@@ -222,10 +221,9 @@ def _report_numbers(ws: Path) -> dict:
 
 
 def _flow_run_id() -> str:
-    try:
-        return str(get_run_context().flow_run.id)
-    except Exception:
-        return "none"
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else "none"
 
 
 def _dvc_md5(dvc_file: Path) -> str:
