@@ -103,26 +103,25 @@ class Redactor:
         if not results:
             return text
 
+        def assign(entity_type: str, value: str) -> str:
+            key = (entity_type, value)
+            if key not in placeholders:
+                n = 1 + sum(1 for t, _ in placeholders if t == entity_type)
+                placeholders[key] = f"<{entity_type}_{n}>"
+            return placeholders[key]
+
         # Number placeholders in reading order (the anonymizer works from the end backwards);
         # a span inside an earlier, longer one is the anonymizer's to drop, so it gets no number.
         covered_until = -1
         for r in sorted(results, key=lambda r: (r.start, -r.end)):
-            if r.end <= covered_until:
-                continue
-            covered_until = r.end
-            key = (r.entity_type, text[r.start:r.end])
-            if key not in placeholders:
-                n = 1 + sum(1 for t, _ in placeholders if t == r.entity_type)
-                placeholders[key] = f"<{r.entity_type}_{n}>"
+            if r.end > covered_until:
+                covered_until = r.end
+                assign(r.entity_type, text[r.start:r.end])
 
         def placeholder_for(entity_type: str):
             def replace(value: str) -> str:
-                key = (entity_type, value)
-                if key not in placeholders:
-                    n = 1 + sum(1 for t, _ in placeholders if t == entity_type)
-                    placeholders[key] = f"<{entity_type}_{n}>"
                 self.counts[entity_type] += 1
-                return placeholders[key]
+                return assign(entity_type, value)
             return replace
 
         operators = {r.entity_type: OperatorConfig("custom", {"lambda": placeholder_for(r.entity_type)})

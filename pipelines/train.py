@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from pipelines import params as params_mod
 from pipelines.records import read_jsonl, write_json
 
@@ -44,6 +46,17 @@ def trainable_model(base_model: str, p: params_mod.TrainParams, parent: Path):
     return get_peft_model(model, lora_config(p))
 
 
+class ProgressCallback(TrainerCallback):
+    """One line every tenth of the run: step and loss."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        every = max(1, state.max_steps // 10)
+        if logs and "loss" in logs and (state.global_step % every == 0
+                                        or state.global_step == state.max_steps):
+            print(f"train: step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f}",
+                  flush=True)
+
+
 def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, train_file: Path,
         out_dir: Path) -> dict:
     """Train one cycle's adapter.
@@ -59,7 +72,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
         metrics: losses (first, final, per step), steps, tokens, seconds, tokens/s.
     """
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from pipelines.modeling import collate, encode_chat, is_adapter, load_tokenizer, set_determinism
 
@@ -82,6 +95,8 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
             bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, train_dataset=examples,
                           data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressCallback())
         result = trainer.train()
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     if not losses or not all(math.isfinite(l) for l in losses):
@@ -91,12 +106,13 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     model.save_pretrained(out_dir)
     canonicalize_adapter_config(out_dir)
     tokens = sum(len(e["input_ids"]) for e in examples) * p.epochs
+    tenth = max(1, len(losses) // 10)  # per-step losses are noisy: compare first and last tenth
     seconds = time.time() - started
     info = {"base_model": base_model, "parent": _parent_info(parent) if is_adapter(parent) else None,
             "quantization": p.quantization, "examples": len(examples)}
     (out_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return {"examples": len(examples), "steps": result.global_step, "trainable_parameters": trainable,
-            "first_loss": losses[0], "final_loss": round(sum(losses[-3:]) / len(losses[-3:]), 4),
+            "first_loss": _mean(losses[:tenth]), "final_loss": _mean(losses[-tenth:]),
             "train_loss": round(result.training_loss, 4), "tokens": tokens,
             "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
             "continued_from_parent": is_adapter(parent), "losses": losses}
@@ -110,6 +126,10 @@ def canonicalize_adapter_config(adapter_dir: Path) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4)
 
 
 def _parent_info(parent: Path) -> dict:

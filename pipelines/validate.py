@@ -114,7 +114,10 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path) -> dict:
                                   "n_unknown_roles", "n_user", "n_assistant", "n_empty", "max_chars"])
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")  # in memory: the suites live in this module
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one line per stage
     reasons: dict[int, list[str]] = {}
     if records:
         for result in _validate(context, frame, row_suite(p), "rows").results:
