@@ -35,8 +35,23 @@ def cmd_run(args) -> None:
     from flows.nightly import nightly
 
     ws = _workspace(args.workspace)
-    summary = nightly(date=args.date, workspace=str(ws), source=args.source)
+    try:
+        summary = nightly(date=args.date, workspace=str(ws), source=args.source)
+    except Exception as exc:
+        fail(ws, exc)
     print_summary(summary)
+
+
+def fail(ws: Path, exc: Exception) -> None:
+    """A failed cycle: its summary, what broke, where to look; exit status 1."""
+    summary_file = ws / "reports/summary.json"
+    if summary_file.exists():
+        print_summary(json.loads(summary_file.read_text()))
+    raise SystemExit(f"\nnightshift: the cycle failed: {exc}\n"
+                     f"Nothing was registered; production (@champion) is unchanged. The summary is "
+                     f"in {summary_file}, the full log above (and in the Prefect UI when a server "
+                     "is configured). Fix the cause and run the same --date again: records already "
+                     "pulled are reused, never pulled twice.")
 
 
 def cmd_demo(args) -> None:
@@ -49,7 +64,10 @@ def cmd_demo(args) -> None:
     if not wsp.is_workspace(ws):
         print(f"Creating the demo workspace {ws} ...", flush=True)
         wsp.init(ws)
-    summaries = demo(workspace=str(ws), cycles=args.cycles)
+    try:
+        summaries = demo(workspace=str(ws), cycles=args.cycles)
+    except Exception as exc:
+        fail(ws, exc)
     for summary in summaries:
         print_summary(summary)
     print_status(ws)
@@ -108,7 +126,7 @@ def print_summary(s: dict) -> None:
         print(f"registry  version {s['version']} -> {('@' + s['alias']) if s.get('alias') else 'no alias'}"
               f": {s['reason']}")
     else:
-        print(f"error     {s.get('error')}")
+        print(f"error     in {s.get('failed_stage')}: {s.get('error')}")
 
 
 def print_status(ws: Path, as_json: bool = False) -> None:

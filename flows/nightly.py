@@ -7,6 +7,7 @@ and the UI. Ingest and register are the two side effects outside the DVC DAG.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -83,12 +84,11 @@ def pin_inputs(ws: Path, date: dt.date) -> dict:
 
 
 @task(name="dvc-stage")
-def dvc_stage(ws: Path, stage: str) -> float:
-    """`dvc repro <stage>`: runs it if its deps or params changed, else DVC skips it."""
+def dvc_stage(ws: Path, stage: str) -> None:
+    """`dvc repro --single-item <stage>`: runs it if its deps or params changed, else DVC skips
+    it. The flow runs the stages in DAG order, so each finds its upstream stages up to date."""
     log = get_run_logger()
-    started = time.time()
-    wsp.dvc(ws, "repro", stage, log=lambda line: log.info("%s", line))
-    return round(time.time() - started, 1)
+    wsp.dvc(ws, "repro", "--single-item", stage, log=lambda line: log.info("%s", line))
 
 
 @task(name="version", retries=2, retry_delay_seconds=10)
@@ -127,7 +127,7 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
     with chdir(ws):
         result = reg.register(
             p.registry, Path("models/candidate"), f"cycle-{date.isoformat()}", lineage, metrics,
-            _flatten(json.loads(json.dumps(params_mod.dataclasses.asdict(p)))),
+            _flatten(dataclasses.asdict(p)),
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
     get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
@@ -170,54 +170,67 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
 
     summary: dict = {"cycle": day.isoformat(), "status": "running", "timings": {},
                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def step(name: str, fn, *args):
+        summary["stage"] = name
+        started = time.time()
+        result = fn(*args)
+        summary["timings"][name] = round(time.time() - started, 1)
+        return result
+
     try:
-        t = time.time()
-        pulled = ingest(ws, day, source)
-        summary["timings"]["ingest"] = round(time.time() - t, 1)
+        pulled = step("ingest", ingest, ws, day, source)
         summary["pulled"] = pulled["pulled"]
-        t = time.time()
-        pinned = pin_inputs(ws, day)
-        summary["timings"]["pin_inputs"] = round(time.time() - t, 1)
+        pinned = step("pin_inputs", pin_inputs, ws, day)
         summary["parent_version"] = pinned["parent_version"]
         for stage in DAG_STAGES:
-            summary["timings"][stage] = dvc_stage.with_options(name=f"dvc-{stage}")(ws, stage)
+            step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
         summary["accounting"] = accounting(ws, pulled["pulled"])
-        t = time.time()
-        versioned = version(ws, day)
-        summary["timings"]["version"] = round(time.time() - t, 1)
-        t = time.time()
-        registered = register(ws, day, pinned["parent_version"], versioned)
-        summary["timings"]["register"] = round(time.time() - t, 1)
+        versioned = step("version", version, ws, day)
+        registered = step("register", register, ws, day, pinned["parent_version"], versioned)
         summary.update(status="succeeded", version=registered["version"],
                        promoted=registered["promoted"], alias=registered["alias"],
                        reason=registered["reason"], git_commit=versioned["git_commit"],
                        data_version=versioned["data_version"])
     except Exception as exc:
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        if "pulled" in summary and "accounting" not in summary:
+        summary.update(status="failed", failed_stage=summary["stage"],
+                       error=f"{type(exc).__name__}: {exc}")
+        if "dataset" in summary["timings"] and "accounting" not in summary:
             try:
                 summary["accounting"] = accounting(ws, summary["pulled"])
             except AccountingError as acc:
                 summary["accounting_error"] = str(acc)
         raise
     finally:
-        summary.update(_report_numbers(ws) if summary["status"] != "already_done" else {})
+        summary.pop("stage")
+        # Only reports this cycle wrote: a stage that did not run left last cycle's files.
+        ran = set(summary["timings"]) | {summary.get("failed_stage")}
+        summary.update(_report_numbers(ws, ran))
         summary["seconds"] = round(sum(summary["timings"].values()), 1)
         write_summary(ws, summary)
         log.info("summary written to %s", ws / "reports/summary.json")
     return summary
 
 
-def _report_numbers(ws: Path) -> dict:
-    train = _read_json(ws / "reports/train.json")
-    evaluation = _read_json(ws / "reports/eval.json")
-    gate = _read_json(ws / "reports/gate.json")
-    validated = _read_json(ws / "data/validated/report.json")
-    return {"quarantine_reasons": validated.get("quarantine_reasons"),
-            "train": {k: train.get(k) for k in ("examples", "steps", "first_loss", "final_loss",
-                                                  "tokens_per_second", "continued_from_parent")},
-            "eval": {k: (evaluation.get(k) or {}).get("eval_loss") for k in ("candidate", "champion", "base")},
-            "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")}}
+def _report_numbers(ws: Path, ran: set[str]) -> dict:
+    """Quarantine reasons, training and evaluation numbers and the verdict, of the stages in `ran`."""
+    out: dict = {}
+    if "validate" in ran:
+        validated = _read_json(ws / "data/validated/report.json")
+        out["quarantine_reasons"] = validated.get("quarantine_reasons")
+        out["quarantined"] = validated.get("quarantined")
+    if "train" in ran:
+        train = _read_json(ws / "reports/train.json")
+        out["train"] = {k: train.get(k) for k in ("examples", "steps", "first_loss", "final_loss",
+                                                   "tokens_per_second", "continued_from_parent")}
+    if "evaluate" in ran:
+        evaluation = _read_json(ws / "reports/eval.json")
+        out["eval"] = {k: (evaluation.get(k) or {}).get("eval_loss")
+                       for k in ("candidate", "champion", "base")}
+    if "gate" in ran:
+        gate = _read_json(ws / "reports/gate.json")
+        out["gate"] = {"passed": gate.get("passed"), "reasons": gate.get("reasons")}
+    return out
 
 
 def _flow_run_id() -> str:

@@ -98,7 +98,8 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
         result = trainer.train()
-    losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    losses = [round(h["loss"], 4) for h in logged]
     if not losses or not all(math.isfinite(l) for l in losses):
         raise FloatingPointError(f"training diverged: losses {losses[-5:]}")
 
@@ -106,13 +107,20 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     model.save_pretrained(out_dir)
     canonicalize_adapter_config(out_dir)
     tokens = sum(len(e["input_ids"]) for e in examples) * p.epochs
-    tenth = max(1, len(losses) // 10)  # per-step losses are noisy: compare first and last tenth
+    # Steps see different examples, so single steps are noisy; the first and the last epoch see
+    # the same ones, so their mean losses show what was learned. One epoch: first vs last tenth.
+    if p.epochs > 1:
+        first = [h["loss"] for h in logged if h["epoch"] <= 1]
+        last = [h["loss"] for h in logged if h["epoch"] > p.epochs - 1]
+    else:
+        tenth = max(1, len(losses) // 10)
+        first, last = losses[:tenth], losses[-tenth:]
     seconds = time.time() - started
     info = {"base_model": base_model, "parent": _parent_info(parent) if is_adapter(parent) else None,
             "quantization": p.quantization, "examples": len(examples)}
     (out_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return {"examples": len(examples), "steps": result.global_step, "trainable_parameters": trainable,
-            "first_loss": _mean(losses[:tenth]), "final_loss": _mean(losses[-tenth:]),
+            "first_loss": _mean(first), "final_loss": _mean(last),
             "train_loss": round(result.training_loss, 4), "tokens": tokens,
             "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
             "continued_from_parent": is_adapter(parent), "losses": losses}

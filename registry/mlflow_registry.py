@@ -28,13 +28,26 @@ class Champion:
     tags: dict
 
 
+def tracking_uri(p: params_mod.RegistryParams) -> str:
+    """The store's URI, a relative sqlite path made absolute against the current workspace.
+
+    MLflow caches stores by URI, so two workspaces' `sqlite:///mlflow.db` in one process would
+    otherwise share the first one's database.
+    """
+    prefix = "sqlite:///"
+    if p.tracking_uri.startswith(prefix) and not p.tracking_uri.startswith(prefix + "/"):
+        return prefix + str(Path(p.tracking_uri[len(prefix):]).resolve())
+    return p.tracking_uri
+
+
 def client(p: params_mod.RegistryParams):
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(p.tracking_uri)
-    mlflow.set_registry_uri(p.tracking_uri)
-    return MlflowClient(tracking_uri=p.tracking_uri, registry_uri=p.tracking_uri)
+    uri = tracking_uri(p)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _ensure_model(c, name: str) -> None:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Smaller than params.yaml's defaults so each test trains in seconds; same code paths.
 TINY = {
-    "base": {"corpus_records": 300, "pretrain_steps": 40, "pretrain_batch_size": 8},
+    "base": {"corpus_records": 300, "pretrain_steps": 100, "pretrain_batch_size": 8},
     "demo": {"records_per_day": 40, "days": 3},
     "validate": {"min_records": 5},
 }

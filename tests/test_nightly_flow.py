@@ -65,11 +65,10 @@ def test_malformed_records_land_in_quarantine_with_reasons_and_the_cycle_goes_on
 def test_first_cycle_registers_a_champion_with_lineage_tags(two_cycles):
     ws, first, _ = two_cycles
     assert first["version"] == "1" and first["promoted"]
-    from mlflow import MlflowClient
 
     p = registry_params(ws)
     with __import__("contextlib").chdir(ws):
-        mv = MlflowClient(p.tracking_uri).get_model_version(p.model_name, "1")
+        mv = reg.client(p).get_model_version(p.model_name, "1")
     tags = mv.tags
     for key in ("cycle", "parent_version", "data_version", "git_commit", "params_hash",
                 "base_model", "flow_run_id", "eval_loss", "gate", "gate_reasons"):
@@ -130,3 +129,29 @@ def test_status_command_shows_the_champion(two_cycles):
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["aliases"]["champion"] in ("1", "2")
+
+
+def test_a_batch_failing_its_expectations_stops_before_training_and_registers_nothing(
+        tmp_path, prefect_api):
+    from flows.nightly import nightly
+
+    ws = wsp.init(tmp_path / "workspace")
+    write_tiny_params(ws / "params.yaml")
+    good = [json.dumps({"id": f"g{i}", "timestamp": f"2026-01-05T10:{i:02d}:00Z",
+                        "messages": [{"role": "user", "content": f"question {i}"},
+                                     {"role": "assistant", "content": f"answer {i}"}]})
+            for i in range(10)]
+    broken = [json.dumps({"id": f"b{i}", "timestamp": f"2026-01-05T11:{i:02d}:00Z",
+                          "messages": [{"role": "robot", "content": "beep"}]}) for i in range(20)]
+    (ws / "logs").mkdir()
+    (ws / "logs/2026-01-05.jsonl").write_text("\n".join(good + broken) + "\n")
+
+    with pytest.raises(Exception, match="quarantine_rate_too_high"):
+        nightly(date="2026-01-05", workspace=str(ws))
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_stage"] == "validate"
+    assert summary["pulled"] == 30 and summary["quarantined"] == 20
+    assert "train" not in summary and "train" not in summary["timings"]
+    assert not (ws / "models/candidate").exists()
+    with __import__("contextlib").chdir(ws):
+        assert not reg.status(registry_params(ws))["registered"]

@@ -1,5 +1,6 @@
 """Training really trains: a tiny base model, QLoRA on the CPU, checked on the saved adapters."""
 
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -35,15 +36,21 @@ def fresh_adapter(tmp_path_factory, tiny_base, params):
 
 
 @pytest.fixture(scope="module")
-def qlora_run(tmp_path_factory, tiny_base, params, train_file, fresh_adapter):
+def qlora_params(params):
+    """The project's QLoRA settings, with epochs enough for 48 examples to show a clear drop."""
+    return dataclasses.replace(params.train, epochs=6)
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory, tiny_base, params, qlora_params, train_file, fresh_adapter):
     out = tmp_path_factory.mktemp("cand") / "candidate"
-    metrics = train.run(params.train, tiny_base, params.seed, fresh_adapter, train_file, out)
+    metrics = train.run(qlora_params, tiny_base, params.seed, fresh_adapter, train_file, out)
     return metrics, out
 
 
-def test_qlora_training_lowers_the_loss(qlora_run, params):
+def test_qlora_training_lowers_the_loss(qlora_run, qlora_params):
     metrics, _ = qlora_run
-    assert params.train.quantization == "4bit"
+    assert qlora_params.quantization == "4bit"
     assert metrics["final_loss"] < metrics["first_loss"] * 0.95
     assert metrics["continued_from_parent"]
 
@@ -68,11 +75,11 @@ def test_training_continues_from_the_parent_adapter(tmp_path, tiny_base, params,
     assert all((after[k].float() == before[k].float()).all() for k in before)
 
 
-def test_same_seed_gives_identical_adapter_bytes(tmp_path, qlora_run, tiny_base, params, train_file,
-                                                 fresh_adapter):
+def test_same_seed_gives_identical_adapter_bytes(tmp_path, qlora_run, tiny_base, params,
+                                                 qlora_params, train_file, fresh_adapter):
     _, first = qlora_run
     again = tmp_path / "again"
-    train.run(params.train, tiny_base, params.seed, fresh_adapter, train_file, again)
+    train.run(qlora_params, tiny_base, params.seed, fresh_adapter, train_file, again)
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes(), name
 
