@@ -81,6 +81,86 @@ def cmd_status(args) -> None:
     print_status(_workspace(args.workspace), as_json=args.json)
 
 
+def cmd_history(args) -> None:
+    from registry import history
+
+    ws = _workspace(args.workspace)
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        moves = history.sync(p.registry)
+    if args.alias:
+        moves = [m for m in moves if m.alias == args.alias]
+    if args.json:
+        print(json.dumps([m.as_dict() for m in moves], indent=2))
+        return
+    if not moves:
+        print("No alias has moved yet.")
+        return
+    print(f"{'#':>3}  {'when (UTC)':<25}  {'alias':<11}  {'from':>4} -> {'to':<4}  {'kind':<8}  by / why")
+    for m in moves:
+        print(f"{m.seq:>3}  {m.time:<25}  @{m.alias:<10}  {m.from_version or '-':>4} -> "
+              f"{m.to_version or '-':<4}  {m.kind:<8}  {m.by}: {m.why}")
+
+
+def cmd_promote(args) -> None:
+    from registry import history
+
+    ws = _workspace(args.workspace)
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        try:
+            move = history.promote(p.registry, args.version, args.reason, alias=args.alias,
+                                   force=args.force)
+        except history.RegistryError as exc:
+            raise SystemExit(f"nightshift promote: {exc}")
+    if move is None:
+        print(f"@{args.alias} already points to version {args.version}; nothing changed")
+    else:
+        print(f"@{args.alias}: version {move.from_version or '-'} -> {move.to_version} ({args.reason})")
+
+
+def cmd_rollback(args) -> None:
+    from registry import history
+
+    ws = _workspace(args.workspace)
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        try:
+            move = history.rollback(p.registry, args.reason)
+        except history.RegistryError as exc:
+            raise SystemExit(f"nightshift rollback: {exc}")
+    print(f"@champion rolled back: version {move.from_version} -> {move.to_version} ({args.reason}). "
+          "The next cycle trains from version " + move.to_version + ".")
+
+
+def cmd_generate(args) -> None:
+    import tempfile
+
+    from pipelines import modeling
+    from pipelines.sample_logs import SYSTEM_PROMPT
+    from registry import mlflow_registry as reg
+
+    ws = _workspace(args.workspace)
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws), tempfile.TemporaryDirectory() as tmp:
+        if args.version:
+            mv = reg.client(p.registry).get_model_version(p.registry.model_name, args.version)
+            version, source = args.version, mv.source
+        else:
+            champion = reg.resolve_alias(p.registry, reg.CHAMPION)
+            if champion is None:
+                raise SystemExit("nightshift generate: no @champion yet; run a cycle first "
+                                 "(`nightshift run` or `nightshift demo`)")
+            version, source = champion.version, champion.source
+        adapter = reg.download_adapter(p.registry, reg.Champion(version, "", source, {}),
+                                       Path(tmp) / "adapter")
+        model = modeling.load_with_adapter(p.base.model, p.train.quantization, adapter, trainable=False)
+        tokenizer = modeling.load_tokenizer(p.base.model)
+        system = None if args.no_system else SYSTEM_PROMPT
+        answer = modeling.generate(model, tokenizer, args.prompt, args.max_new_tokens, system)
+    print(f"[{p.base.model} + {p.registry.model_name} version {version}]\n{answer}")
+
+
 def cmd_redact(args) -> None:
     from pipelines.redact import RedactionSetupError, redact_file
 
@@ -175,6 +255,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="every move of @champion and @challenger",
+                       description="Every alias move: when, from, to, by whom, why; moves made in "
+                       "the MLflow UI or through its API are included once nightshift notices them.")
+    p.add_argument("--alias", choices=["champion", "challenger"], help="only this alias")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("promote", help="point @champion (or @challenger) at a version",
+                       description="Promote a registered version by hand; recorded in the history.")
+    p.add_argument("version")
+    p.add_argument("--reason", required=True, help="why, for the history")
+    p.add_argument("--alias", choices=["champion", "challenger"], default="champion")
+    p.add_argument("--force", action="store_true", help="promote even a version the gate rejected")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="return @champion to the version before it",
+                       description="Return @champion to the champion before it (again: one further "
+                       "back). The next cycle trains from it.")
+    p.add_argument("--reason", required=True, help="why, for the history and the rolled-back version")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("generate", help="answer a prompt with base + @champion",
+                       description="Load the base model and the @champion adapter (or --version) "
+                       "from the registry and answer PROMPT, greedily.")
+    p.add_argument("prompt")
+    p.add_argument("--version", help="a registered version instead of @champion")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--no-system", action="store_true", help="omit the default system prompt")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("redact", help="redact a JSONL file exactly as the pipeline does",
                        description="Replace personal data and secrets in IN.jsonl with typed "

@@ -10,17 +10,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import shutil
 import time
 from contextlib import chdir
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from flows import pinning
 from flows import workspace as wsp
 from pipelines import ingest as ingest_stage
+from pipelines import notify as notify_stage
 from pipelines import params as params_mod
 from pipelines.records import write_json
+from registry import history
 from registry import mlflow_registry as reg
 
 DAG_STAGES = ["base_model", "redact", "validate", "dataset", "train", "evaluate", "gate"]
@@ -51,35 +53,13 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
 @task(name="pin-inputs", retries=2, retry_delay_seconds=5)
 def pin_inputs(ws: Path, date: dt.date) -> dict:
     """Put the parent adapter (@champion now) and the replay buffer in place, pinned by DVC."""
-    log = get_run_logger()
     p = params_mod.load(ws / "params.yaml")
     with chdir(ws):
-        champion = reg.resolve_alias(p.registry, reg.CHAMPION)
-        parent_version = None
-        current = _read_json(PARENT_DIR / "PARENT.json")
-        if champion is None:
-            if PARENT_DIR.exists():
-                shutil.rmtree(PARENT_DIR)
-            PARENT_DIR.mkdir(parents=True)
-            log.info("no @champion yet: training starts a new adapter")
-        else:
-            parent_version = champion.version
-            if current.get("version") != champion.version:
-                reg.download_adapter(p.registry, champion, PARENT_DIR)
-            log.info("training continues from @champion = version %s", champion.version)
-        write_json(PARENT_DIR / "PARENT.json", {"version": parent_version,
-                                                "run_id": champion.run_id if champion else None,
-                                                "source": champion.source if champion else None})
-
-        # The previous cycle's dataset stage left the buffer it grew; it becomes this cycle's input.
-        previous = _read_json(NEXT_BUFFER.parent / "report.json").get("cycle")
-        if previous and previous < date.isoformat() and NEXT_BUFFER.exists():
-            BUFFER.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(NEXT_BUFFER, BUFFER)
-        elif not BUFFER.exists():
-            BUFFER.parent.mkdir(parents=True, exist_ok=True)
-            BUFFER.touch()
+        parent_version = pinning.pin_parent_adapter(p.registry, PARENT_DIR)
+        pinning.pin_replay_buffer(date, NEXT_BUFFER, BUFFER)
     wsp.dvc(ws, "add", "-q", str(PARENT_DIR), str(BUFFER))
+    get_run_logger().info("training continues from @champion = version %s", parent_version
+                          if parent_version else "none: a new adapter starts")
     return {"parent_version": parent_version}
 
 
@@ -130,8 +110,19 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             _flatten(dataclasses.asdict(p)),
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
+        result.update(history.apply_verdict(p.registry, result["version"], verdict,
+                                            by=f"nightly flow run {lineage['flow_run_id']}"))
     get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
     return result
+
+
+@task(name="notify", retries=2, retry_delay_seconds=10)
+def notify(summary: dict, p: params_mod.Params) -> bool:
+    """Alert through Apprise when the cycle failed or the gate rejected its candidate."""
+    sent = notify_stage.send(summary, p, _flow_run_id())
+    if sent:
+        get_run_logger().info("alert sent to %d channel(s)", len(notify_stage.alert_urls()))
+    return sent
 
 
 def accounting(ws: Path, pulled: int) -> dict:
@@ -209,6 +200,10 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         summary["seconds"] = round(sum(summary["timings"].values()), 1)
         write_summary(ws, summary)
         log.info("summary written to %s", ws / "reports/summary.json")
+        try:
+            notify(summary, p)
+        except Exception as exc:  # a broken alert channel must not hide what the cycle did
+            log.error("alert not sent: %s", exc)
     return summary
 
 

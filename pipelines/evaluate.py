@@ -1,7 +1,8 @@
 """evaluate: the candidate against the champion (and the bare base model) on the same held-out data.
 
-Every model is loaded the way it was trained (same base, same quantisation) and scored by the
-token-weighted mean loss on the assistant tokens of this cycle's held-out records. The numbers go
+Every model is loaded the way it was trained (same base, same quantisation) and scored on the
+assistant tokens of this cycle's held-out records: mean loss, perplexity, next-token accuracy, and
+the pairing margin (does the answer still depend on the question?). The numbers go
 to reports/eval.json for the gate; a candidate that cannot be loaded or scores NaN is recorded as
 such, so the gate rejects it instead of the cycle crashing.
 
@@ -18,15 +19,33 @@ from pipelines import params as params_mod
 from pipelines.records import read_jsonl, write_json
 
 
-def score(base_model: str, quantization: str, adapter: Path | None, examples: list[dict],
-          batch_size: int, pad_token_id: int) -> dict:
-    """Loss and perplexity of base + adapter (or the bare base when adapter is None)."""
-    from pipelines.modeling import load_with_adapter, mean_loss
+def mismatched(records: list[dict]) -> list[dict]:
+    """The same conversations with each final answer moved to the next record's question."""
+    answers = [r["messages"][-1] for r in records]
+    return [{**r, "messages": r["messages"][:-1] + [a]}
+            for r, a in zip(records, answers[1:] + answers[:1])]
+
+
+def score(base_model: str, quantization: str, adapter: Path | None, matched: list[dict],
+          shuffled: list[dict], batch_size: int, pad_token_id: int) -> dict:
+    """Loss, perplexity, token accuracy and pairing margin of base + adapter (or the bare base).
+
+    The pairing margin is how much worse the model scores an answer given another record's
+    question than given its own: near zero when answers no longer depend on the question, as
+    after training on logs whose responses were shuffled across prompts.
+    """
+    from pipelines.modeling import load_with_adapter, loss_and_accuracy
 
     model = load_with_adapter(base_model, quantization, adapter, trainable=False)
-    loss = mean_loss(model, examples, batch_size, pad_token_id)
-    return {"eval_loss": round(loss, 5) if math.isfinite(loss) else None,
-            "perplexity": round(math.exp(loss), 4) if math.isfinite(loss) and loss < 50 else None}
+    loss, accuracy = loss_and_accuracy(model, matched, batch_size, pad_token_id)
+    if not math.isfinite(loss):
+        return {"eval_loss": None, "perplexity": None, "token_accuracy": None, "pairing_margin": None}
+    margin = None
+    if len(shuffled) >= 2:
+        mismatched_loss, _ = loss_and_accuracy(model, shuffled, batch_size, pad_token_id)
+        margin = round(mismatched_loss - loss, 5) if math.isfinite(mismatched_loss) else None
+    return {"eval_loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50)), 4),
+            "token_accuracy": round(accuracy, 5), "pairing_margin": margin}
 
 
 def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model: str, seed: int,
@@ -43,8 +62,10 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
 
     set_determinism(seed)
     tokenizer = load_tokenizer(base_model)
-    examples = [encode_chat(tokenizer, r["messages"], train.max_length) for r in read_jsonl(eval_file)]
-    data = (examples, p.batch_size, tokenizer.pad_token_id)
+    records = [r for r in read_jsonl(eval_file) if r["messages"][-1].get("role") == "assistant"]
+    examples = [encode_chat(tokenizer, r["messages"], train.max_length) for r in records]
+    shuffled = [encode_chat(tokenizer, r["messages"], train.max_length) for r in mismatched(records)]
+    data = (examples, shuffled, p.batch_size, tokenizer.pad_token_id)
     report = {"examples": len(examples), "base": score(base_model, train.quantization, None, *data)}
     if is_adapter(candidate):
         try:

@@ -90,10 +90,11 @@ def collate(batch: list[dict], pad_token_id: int) -> dict:
 
 
 @torch.no_grad()
-def mean_loss(model, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
-    """Token-weighted mean cross-entropy over the labelled tokens of `examples` (nan if none)."""
+def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id: int) -> tuple[float, float]:
+    """Token-weighted mean cross-entropy and next-token accuracy over the labelled tokens
+    (nan, nan if there are none)."""
     model.eval()
-    total, tokens = 0.0, 0
+    total, correct, tokens = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -102,6 +103,21 @@ def mean_loss(model, examples: list[dict], batch_size: int, pad_token_id: int) -
         loss = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
             ignore_index=IGNORE_INDEX, reduction="sum")
+        mask = shift_labels != IGNORE_INDEX
         total += loss.item()
-        tokens += int((shift_labels != IGNORE_INDEX).sum())
-    return total / tokens if tokens else math.nan
+        correct += int(((shift_logits.argmax(-1) == shift_labels) & mask).sum())
+        tokens += int(mask.sum())
+    return (total / tokens, correct / tokens) if tokens else (math.nan, math.nan)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompt: str, max_new_tokens: int, system: str | None = None) -> str:
+    """The assistant's answer to one user message, greedy, through the chat template."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                           return_tensors="pt")
+    model.eval()
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

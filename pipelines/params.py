@@ -99,6 +99,7 @@ class EvaluateParams:
 class GateParams:
     max_eval_loss: float
     max_regression: float
+    max_pairing_margin_drop: float
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,11 @@ class RegistryParams:
 class VersionParams:
     remote: str
     git_commit: bool
+
+
+@dataclass(frozen=True)
+class NotifyParams:
+    on_success: bool
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class Params:
     gate: GateParams
     registry: RegistryParams
     version: VersionParams
+    notify: NotifyParams
     demo: DemoParams
 
     def digest(self) -> str:

@@ -1,8 +1,9 @@
 """The MLflow model registry: one registered model per adapter line, `@champion` is production.
 
 Each cycle's adapter is logged as the artifacts of an MLflow run and registered as a model version
-whose tags carry its lineage. The gate's verdict decides the alias move: `@champion` when it
-passed and auto-promotion is on, `@challenger` when a person should decide, none when it failed.
+whose tags carry its lineage. The gate's verdict decides the alias move (registry/history.py
+records it): `@champion` when it passed and auto-promotion is on, `@challenger` when a person
+should decide, none when it failed.
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ def find_version_for_cycle(p: params_mod.RegistryParams, cycle: str) -> str | No
 
 def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lineage: dict,
              metrics: dict, params_flat: dict, artifacts: list[Path], verdict: dict) -> dict:
-    """Log the adapter as a run, register it as a version with lineage tags, move the alias.
+    """Log the adapter as a run and register it as a version with lineage and verdict tags.
 
-    Returns {"version", "run_id", "alias" (or None), "promoted", "reason"}.
+    The alias move is history.apply_verdict's, so that it is recorded. Returns {"version", "run_id"}.
     """
     import mlflow
 
@@ -127,18 +128,7 @@ def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lin
     tags[f"{TAG}gate_reasons"] = json.dumps(verdict["reasons"])
     mv = c.create_model_version(p.model_name, source=source, run_id=run_id, tags=tags,
                                 description=f"cycle {lineage.get('cycle')}: " + "; ".join(verdict["reasons"]))
-    version = str(mv.version)
-
-    if not verdict["passed"]:
-        alias, reason = None, "gate rejected: " + "; ".join(verdict["reasons"])
-    elif p.auto_promote:
-        alias, reason = CHAMPION, "gate passed, auto-promotion on"
-    else:
-        alias, reason = CHALLENGER, "gate passed, waiting for a person (registry.auto_promote: false)"
-    if alias:
-        c.set_registered_model_alias(p.model_name, alias, version)
-    return {"version": version, "run_id": run_id, "alias": alias,
-            "promoted": alias == CHAMPION, "reason": reason}
+    return {"version": str(mv.version), "run_id": run_id}
 
 
 def status(p: params_mod.RegistryParams, last: int = 5) -> dict:

@@ -20,6 +20,7 @@ TINY = {
     "base": {"corpus_records": 300, "pretrain_steps": 100, "pretrain_batch_size": 8},
     "demo": {"records_per_day": 40, "days": 3},
     "validate": {"min_records": 5},
+    "notify": {"on_success": False},
 }
 
 

@@ -57,3 +57,40 @@ def test_evaluate_scores_candidate_champion_and_base_and_survives_a_corrupt_adap
                           tmp_path / "eval.jsonl")
     assert broken["candidate"]["eval_loss"] is None and "error" in broken["candidate"]
     assert not gate.decide(params.gate, broken)["passed"]
+
+
+def test_a_candidate_trained_on_shuffled_responses_is_rejected_and_a_healthy_one_passes(
+        tmp_path, tiny_base, params, replace):
+    rng = random.Random(2)
+    records = [sample_logs.make_record(rng, dt.date(2026, 1, 5), i, sample_logs.TOPICS[i % 6])
+               for i in range(144)]
+    earlier, new, held_out = records[:48], records[48:120], records[120:]
+    answers = [r["messages"][-1]["content"] for r in new]
+    random.Random(3).shuffle(answers)
+    corrupted = [{**r, "messages": r["messages"][:-1] + [{"role": "assistant", "content": a}]}
+                 for r, a in zip(new, answers)]
+    for name, rows in [("earlier", earlier), ("new", new), ("corrupted", corrupted),
+                       ("eval", held_out)]:
+        write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    tp = replace(params.train, epochs=3)
+    train.run(tp, tiny_base, params.seed, tmp_path / "none", tmp_path / "earlier.jsonl",
+              tmp_path / "champion")
+
+    verdicts = {}
+    for name in ("new", "corrupted"):
+        train.run(tp, tiny_base, params.seed, tmp_path / "champion", tmp_path / f"{name}.jsonl",
+                  tmp_path / f"cand-{name}")
+        report = evaluate.run(params.evaluate, tp, tiny_base, params.seed, tmp_path / f"cand-{name}",
+                              tmp_path / "champion", tmp_path / "eval.jsonl")
+        verdicts[name] = gate.decide(params.gate, report)
+    assert verdicts["new"]["passed"], verdicts["new"]
+    assert not verdicts["corrupted"]["passed"]
+    assert "champion" in verdicts["corrupted"]["reasons"][0]
+
+
+def test_a_collapsed_pairing_margin_is_rejected_even_when_the_loss_improved(params):
+    evaluation = {"candidate": {"eval_loss": 3.0, "pairing_margin": 0.1},
+                  "champion": {"eval_loss": 3.2, "pairing_margin": 0.25}, "base": {"eval_loss": 4.0}}
+    verdict = gate.decide(params.gate, evaluation)
+    assert not verdict["passed"]
+    assert "pairing margin 0.1000 vs champion 0.2500" in verdict["reasons"][0]

@@ -131,9 +131,13 @@ def test_status_command_shows_the_champion(two_cycles):
     assert status["aliases"]["champion"] in ("1", "2")
 
 
-def test_a_batch_failing_its_expectations_stops_before_training_and_registers_nothing(
-        tmp_path, prefect_api):
+def test_a_batch_failing_its_expectations_stops_before_training_registers_nothing_and_alerts(
+        tmp_path, prefect_api, monkeypatch):
     from flows.nightly import nightly
+    from tests.test_notify import Receiver
+
+    receiver = Receiver()
+    monkeypatch.setenv("NIGHTSHIFT_ALERT_URLS", receiver.url)
 
     ws = wsp.init(tmp_path / "workspace")
     write_tiny_params(ws / "params.yaml")
@@ -155,3 +159,6 @@ def test_a_batch_failing_its_expectations_stops_before_training_and_registers_no
     assert not (ws / "models/candidate").exists()
     with __import__("contextlib").chdir(ws):
         assert not reg.status(registry_params(ws))["registered"]
+    [alert] = receiver.received
+    assert "FAILED in validate" in alert["title"] and "quarantine_rate_too_high" in alert["message"]
+    receiver.server.shutdown()

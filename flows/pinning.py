@@ -1,0 +1,54 @@
+"""The cycle's pinned inputs besides the raw snapshot: the parent adapter and the replay buffer.
+
+Both are put in place before the DVC stages run and then tracked with `dvc add`, so the cycle's
+git commit records exactly which adapter it continued from and which buffer it replayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from pipelines import params as params_mod
+from pipelines.records import write_json
+from registry import history
+from registry import mlflow_registry as reg
+
+
+def pin_parent_adapter(p: params_mod.RegistryParams, parent_dir: Path) -> str | None:
+    """Copy the adapter @champion points to *now* into parent_dir; empty it when there is none.
+
+    Moves made in the MLflow UI since the last look are recorded first, so the history shows why
+    this cycle trains from the version it does. Returns the parent version (None: start fresh).
+    """
+    history.sync(p)
+    champion = reg.resolve_alias(p, reg.CHAMPION)
+    marker = parent_dir / "PARENT.json"
+    pinned = json.loads(marker.read_text()).get("version") if marker.exists() else None
+    if champion is None:
+        if parent_dir.exists():
+            shutil.rmtree(parent_dir)
+        parent_dir.mkdir(parents=True)
+    elif pinned != champion.version or not (parent_dir / "adapter_config.json").exists():
+        reg.download_adapter(p, champion, parent_dir)
+    write_json(marker, {"version": champion.version if champion else None,
+                        "run_id": champion.run_id if champion else None,
+                        "source": champion.source if champion else None})
+    return champion.version if champion else None
+
+
+def pin_replay_buffer(date: dt.date, grown_buffer: Path, buffer: Path) -> None:
+    """The buffer an earlier cycle's dataset stage grew becomes this cycle's replay input.
+
+    A re-run of the same date (or of an earlier one) keeps the buffer it had, so nothing is
+    replayed from the night being learned.
+    """
+    report = grown_buffer.parent / "report.json"
+    grown_for = json.loads(report.read_text()).get("cycle") if report.exists() else None
+    buffer.parent.mkdir(parents=True, exist_ok=True)
+    if grown_for and grown_for < date.isoformat() and grown_buffer.exists():
+        shutil.copyfile(grown_buffer, buffer)
+    elif not buffer.exists():
+        buffer.touch()
