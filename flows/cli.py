@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import shutil
 import sys
+import time
 from contextlib import chdir
 from pathlib import Path
 
@@ -35,23 +36,27 @@ def cmd_run(args) -> None:
     from flows.nightly import nightly
 
     ws = _workspace(args.workspace)
+    params_mod.load(ws / "params.yaml")  # a broken params.yaml is reported before anything starts
+    started = time.time()
     try:
         summary = nightly(date=args.date, workspace=str(ws), source=args.source)
     except Exception as exc:
-        fail(ws, exc)
+        fail(ws, exc, started)
     print_summary(summary)
 
 
-def fail(ws: Path, exc: Exception) -> None:
-    """A failed cycle: its summary, what broke, where to look; exit status 1."""
+def fail(ws: Path, exc: Exception, started: float) -> None:
+    """A failed cycle: its summary (if it got far enough to write one), what broke; exit 1."""
     summary_file = ws / "reports/summary.json"
-    if summary_file.exists():
+    wrote_summary = summary_file.exists() and summary_file.stat().st_mtime >= started
+    if wrote_summary:
         print_summary(json.loads(summary_file.read_text()))
     raise SystemExit(f"\nnightshift: the cycle failed: {exc}\n"
-                     f"Nothing was registered; production (@champion) is unchanged. The summary is "
-                     f"in {summary_file}, the full log above (and in the Prefect UI when a server "
-                     "is configured). Fix the cause and run the same --date again: records already "
-                     "pulled are reused, never pulled twice.")
+                     "Nothing was registered; production (@champion) is unchanged. "
+                     + (f"The summary is in {summary_file}, the " if wrote_summary else "The ")
+                     + "full log is above (and in the Prefect UI when a server is configured). Fix "
+                     "the cause and run the same --date again: records already pulled are reused, "
+                     "never pulled twice.")
 
 
 def cmd_demo(args) -> None:
@@ -64,12 +69,15 @@ def cmd_demo(args) -> None:
     if not wsp.is_workspace(ws):
         print(f"Creating the demo workspace {ws} ...", flush=True)
         wsp.init(ws)
+    params_mod.load(ws / "params.yaml")
+    started = time.time()
     try:
         summaries = demo(workspace=str(ws), cycles=args.cycles)
     except Exception as exc:
-        fail(ws, exc)
+        fail(ws, exc, started)
     for summary in summaries:
         print_summary(summary)
+    print()
     print_status(ws)
     print(f"\nThe demo workspace is {ws}. Look around:\n"
           f"  cd {ws} && dvc status && git log --oneline      # each cycle is a commit\n"
@@ -196,7 +204,8 @@ def print_summary(s: dict) -> None:
     print(f"records   pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
           f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}")
     if s.get("quarantine_reasons"):
-        print(f"          quarantine reasons: {s['quarantine_reasons']}")
+        print(f"          checks failed by quarantined records (one record can fail several): "
+              f"{s['quarantine_reasons']}")
     print(f"train     {tr.get('examples')} examples, {tr.get('steps')} steps, loss "
           f"{fmt(tr.get('first_loss'))} -> {fmt(tr.get('final_loss'))}, parent version "
           f"{s.get('parent_version') or 'none (new adapter)'}")
@@ -221,7 +230,7 @@ def print_status(ws: Path, as_json: bool = False) -> None:
     if not st["registered"]:
         print(f"No model registered yet under {st['model']!r}. Run `nightshift run` or `nightshift demo`.")
         return
-    print(f"\nmodel {st['model']}: " + ", ".join(f"@{a} = version {v}" for a, v in st["aliases"].items()))
+    print(f"model {st['model']}: " + ", ".join(f"@{a} = version {v}" for a, v in st["aliases"].items()))
     print(f"{'version':>7}  {'cycle':<10}  {'parent':>6}  {'gate':<8}  eval loss")
     for v in st["versions"]:
         print(f"{v['version']:>7}  {v['cycle'] or '-':<10}  {v['parent'] or '-':>6}  "

@@ -14,3 +14,9 @@ for _name, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_name, _value)
+
+import logging  # noqa: E402
+
+# bitsandbytes tries an optional kernel from the Hugging Face hub on CPUs with AVX512-BF16 and
+# warns when it cannot have it; offline it always cannot, and its built-in CPU kernels are used.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

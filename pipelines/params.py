@@ -154,6 +154,16 @@ class Params:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
 def _build(cls: type, raw: Any, where: str):
     if not dataclasses.is_dataclass(cls):
         return raw
@@ -169,8 +179,14 @@ def _build(cls: type, raw: Any, where: str):
     hints = {f.name: f.type for f in fields(cls)}
     values = {}
     for name, value in raw.items():
-        sub = globals().get(hints[name]) if isinstance(hints[name], str) else hints[name]
-        values[name] = _build(sub, value, f"{where}{name}.") if dataclasses.is_dataclass(sub) else value
+        hint = hints[name]
+        sub = globals().get(hint)
+        if dataclasses.is_dataclass(sub):
+            values[name] = _build(sub, value, f"{where}{name}.")
+            continue
+        if not _TYPE_CHECKS[hint](value):
+            raise ParamsError(f"params.yaml: {where}{name} must be {hint}, not {value!r}")
+        values[name] = value
     return cls(**values)
 
 

@@ -39,3 +39,15 @@ def test_bad_quantization_value_is_rejected(tmp_path):
 def test_missing_file_says_how_to_make_a_workspace(tmp_path):
     with pytest.raises(params_mod.ParamsError, match="nightshift init"):
         params_mod.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("section,key,value", [("train", "learning_rate", "fast"),
+                                               ("train", "epochs", 2.5),
+                                               ("registry", "auto_promote", "yes"),
+                                               ("train", "target_modules", "q_proj")])
+def test_a_value_of_the_wrong_type_is_an_error_naming_key_and_type(tmp_path, section, key, value):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match=f"{section}.{key} must be"):
+        params_mod.load(tmp_path / "params.yaml")
