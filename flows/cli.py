@@ -211,6 +211,11 @@ def print_summary(s: dict) -> None:
           f"{s.get('parent_version') or 'none (new adapter)'}")
     print(f"eval loss candidate {fmt(ev.get('candidate'))}, champion {fmt(ev.get('champion'))}, "
           f"base {fmt(ev.get('base'))}")
+    drift = s.get("drift") or {}
+    if drift:
+        state = ("ALARM: " + ", ".join(drift["alarms"])) if drift.get("alarm") else (
+            drift.get("note") or "no drift")
+        print(f"drift     {state} ({drift.get('report')})")
     if s.get("status") == "succeeded":
         print(f"registry  version {s['version']} -> {('@' + s['alias']) if s.get('alias') else 'no alias'}"
               f": {s['reason']}")

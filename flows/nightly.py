@@ -25,7 +25,7 @@ from pipelines.records import write_json
 from registry import history
 from registry import mlflow_registry as reg
 
-DAG_STAGES = ["base_model", "redact", "validate", "dataset", "train", "evaluate", "gate"]
+DAG_STAGES = ["base_model", "redact", "validate", "dataset", "drift", "train", "evaluate", "gate"]
 PARENT_DIR = Path("models/parent")
 BUFFER = Path("data/replay/buffer.jsonl")
 NEXT_BUFFER = Path("data/dataset/buffer.jsonl")
@@ -109,6 +109,7 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             p.registry, Path("models/candidate"), f"cycle-{date.isoformat()}", lineage, metrics,
             _flatten(dataclasses.asdict(p)),
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
+             Path("reports/drift.json"), Path("reports/drift.html"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
         result.update(history.apply_verdict(p.registry, result["version"], verdict,
                                             by=f"nightly flow run {lineage['flow_run_id']}"))
@@ -147,7 +148,7 @@ def write_summary(ws: Path, summary: dict) -> None:
 @flow(name="nightly", log_prints=True)
 def nightly(date: str | None = None, workspace: str = ".", source: str | None = None) -> dict:
     """One nightly cycle: ingest -> redact -> validate -> dataset -> train -> evaluate -> gate
-    -> version -> register. `date` is the day whose interactions are learned (default: yesterday).
+    -> version -> register (drift runs after dataset). `date` is the day whose interactions are learned (default: yesterday).
     """
     log = get_run_logger()
     ws = Path(workspace).resolve()
@@ -214,6 +215,10 @@ def _report_numbers(ws: Path, ran: set[str]) -> dict:
         validated = _read_json(ws / "data/validated/report.json")
         out["quarantine_reasons"] = validated.get("quarantine_reasons")
         out["quarantined"] = validated.get("quarantined")
+    if "drift" in ran:
+        drift = _read_json(ws / "reports/drift.json")
+        out["drift"] = {"alarm": drift.get("alarm"), "alarms": drift.get("alarms"),
+                        "note": drift.get("note"), "report": str(ws / "reports/drift.html")}
     if "train" in ran:
         train = _read_json(ws / "reports/train.json")
         out["train"] = {k: train.get(k) for k in ("examples", "steps", "first_loss", "final_loss",

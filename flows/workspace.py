@@ -25,6 +25,7 @@ WORKSPACE_GITIGNORE = """\
 /logs/
 /reports/summary.json
 /reports/cycles/
+/.cache/
 __pycache__/
 """
 

@@ -2,7 +2,7 @@
 
 Alerts go to the Apprise URLs in the environment variable NIGHTSHIFT_ALERT_URLS (space- or
 comma-separated, e.g. "slack://T/B/C mailto://user:pass@example.com json://hooks.example.com/x").
-A cycle alerts when any stage failed or the gate rejected the candidate; with `notify.on_success`
+A cycle alerts when any stage failed, the gate rejected the candidate or the input drifted; with `notify.on_success`
 it also reports every successful cycle. Each alert says what happened and links to the Prefect
 flow run and the MLflow model version when their UIs are known (PREFECT_UI_URL, an http
 `registry.tracking_uri`).
@@ -27,6 +27,8 @@ def should_alert(summary: dict, p: params_mod.NotifyParams) -> bool:
         return True
     if (summary.get("gate") or {}).get("passed") is False:
         return True
+    if (summary.get("drift") or {}).get("alarm"):
+        return True
     return p.on_success and summary.get("status") == "succeeded"
 
 
@@ -44,6 +46,11 @@ def compose(summary: dict, registry: params_mod.RegistryParams, flow_run_id: str
         kind = "warning"
         lines.extend(f"- {r}" for r in summary["gate"].get("reasons") or [])
         lines.append("@champion is unchanged.")
+    elif (summary.get("drift") or {}).get("alarm"):
+        title = f"nightshift cycle {cycle}: input drift ({', '.join(summary['drift']['alarms'])})"
+        kind = "warning"
+        lines.append(f"The new interactions differ from earlier cycles; see {summary['drift']['report']}.")
+        lines.append(f"Version {summary.get('version')}: {summary.get('reason', '')}")
     else:
         title = f"nightshift cycle {cycle}: version {summary.get('version')} registered"
         kind = "success"

@@ -74,6 +74,17 @@ class ReplayParams:
 
 
 @dataclass(frozen=True)
+class DriftParams:
+    alpha: float
+    permutations: int
+    max_samples: int
+    min_records: int
+    max_length_psi: float
+    max_oov_rate: float
+    max_topic_tvd: float
+
+
+@dataclass(frozen=True)
 class TrainParams:
     quantization: str
     lora_r: int
@@ -140,6 +151,7 @@ class Params:
     validate: ValidateParams
     dataset: DatasetParams
     replay: ReplayParams
+    drift: DriftParams
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
