@@ -77,6 +77,15 @@ def test_first_cycle_registers_a_champion_with_lineage_tags(two_cycles):
     assert tags["nightshift.gate"] == "passed"
 
 
+def test_second_cycle_compares_its_batch_with_the_first_for_drift(two_cycles):
+    ws, first, second = two_cycles
+    assert "not compared" in first["drift"]["note"]  # no history on the first night
+    report = json.loads((ws / "reports/drift.json").read_text())
+    assert report["cycle"] == "2026-01-06" and "embedding" in report
+    assert second["drift"]["alarm"] == report["alarm"]
+    assert "Input drift, cycle 2026-01-06" in (ws / "reports/drift.html").read_text()
+
+
 def test_second_cycle_trains_from_the_first_champion(two_cycles):
     ws, _, second = two_cycles
     assert second["parent_version"] == "1" and second["train"]["continued_from_parent"]
