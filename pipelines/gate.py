@@ -4,7 +4,7 @@ Following TFX's Evaluator ("blessing"), each check is either a value threshold (
 eval loss is finite and below `gate.max_eval_loss`) or a change threshold against a baseline: the
 champion when there is one (eval loss at most `gate.max_regression` worse), else the bare base
 model (the first adapter must beat the model it adapts). The pairing margin may drop by at most
-`gate.max_pairing_margin_drop` against the same baseline: loss alone misses an adapter trained on
+`gate.max_pairing_margin_drop` against the champion (no baseline on the first cycle): loss alone misses an adapter trained on
 answers shuffled across questions, since it still learns their wording. A missing, corrupt or NaN candidate never passes.
 The verdict goes to reports/gate.json and, by register, to the model version's tags.
 
@@ -51,14 +51,14 @@ def decide(p: params_mod.GateParams, evaluation: dict) -> dict:
         elif base is not None:
             check("beats_base_model", candidate < base,
                   f"eval loss {candidate:.4f} vs base model {base:.4f} (first adapter: no champion yet)")
-        baseline_name = "champion" if champion is not None else "base model"
-        baseline = evaluation.get("champion") if champion is not None else evaluation.get("base")
+        # Against the champion only: the bare base model knows only its pre-training answers,
+        # and a first adapter that learns new ones rightly narrows the margin it had on them.
         margin = (evaluation.get("candidate") or {}).get("pairing_margin")
-        reference = (baseline or {}).get("pairing_margin")
-        if margin is not None and reference is not None and reference > 0:
+        reference = (evaluation.get("champion") or {}).get("pairing_margin")
+        if champion is not None and margin is not None and reference is not None and reference > 0:
             floor = reference * (1 - p.max_pairing_margin_drop)
             check("answers_fit_questions", margin >= floor,
-                  f"pairing margin {margin:.4f} vs {baseline_name} {reference:.4f} (at most "
+                  f"pairing margin {margin:.4f} vs champion {reference:.4f} (at most "
                   f"{p.max_pairing_margin_drop:.0%} lower: {floor:.4f}); a low margin means answers "
                   "no longer depend on the question")
     passed = all(c["passed"] for c in checks)

@@ -94,3 +94,9 @@ def test_a_collapsed_pairing_margin_is_rejected_even_when_the_loss_improved(para
     verdict = gate.decide(params.gate, evaluation)
     assert not verdict["passed"]
     assert "pairing margin 0.1000 vs champion 0.2500" in verdict["reasons"][0]
+
+
+def test_the_first_adapter_is_not_held_to_the_base_models_pairing_margin(params):
+    evaluation = {"candidate": {"eval_loss": 3.0, "pairing_margin": 0.1},
+                  "champion": None, "base": {"eval_loss": 4.0, "pairing_margin": 0.4}}
+    assert gate.decide(params.gate, evaluation)["passed"]
