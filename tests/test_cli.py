@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["demo", "run", "status", "redact", "init"]
+COMMANDS = ["demo", "run", "status", "history", "promote", "rollback", "generate", "redact", "init"]
 
 
 def nightshift(*args, cwd=None):

@@ -171,3 +171,13 @@ def test_a_batch_failing_its_expectations_stops_before_training_registers_nothin
     [alert] = receiver.received
     assert "FAILED in validate" in alert["title"] and "quarantine_rate_too_high" in alert["message"]
     receiver.server.shutdown()
+
+
+def test_generate_answers_with_the_base_model_and_the_champion_adapter(two_cycles):
+    ws, _, _ = two_cycles
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "generate", "Where is my order #123456?",
+                          "--max-new-tokens", "20", "--workspace", str(ws)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    header, _, answer = out.stdout.strip().partition("\n")
+    assert "nightshift-adapter version" in header and answer.strip()
