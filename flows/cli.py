@@ -25,6 +25,11 @@ def _workspace(path: str) -> Path:
     return ws
 
 
+def _workspace_params(path: str) -> tuple[Path, params_mod.Params]:
+    ws = _workspace(path)
+    return ws, params_mod.load(ws / "params.yaml")
+
+
 def cmd_init(args) -> None:
     path = wsp.init(Path(args.directory))
     print(f"Created the workspace {path}\nNext: put logs in {path / 'logs'} (or set source.url in "
@@ -91,8 +96,7 @@ def cmd_status(args) -> None:
 def cmd_history(args) -> None:
     from registry import history
 
-    ws = _workspace(args.workspace)
-    p = params_mod.load(ws / "params.yaml")
+    ws, p = _workspace_params(args.workspace)
     with chdir(ws):
         moves = history.sync(p.registry)
     if args.alias:
@@ -112,8 +116,7 @@ def cmd_history(args) -> None:
 def cmd_promote(args) -> None:
     from registry import history
 
-    ws = _workspace(args.workspace)
-    p = params_mod.load(ws / "params.yaml")
+    ws, p = _workspace_params(args.workspace)
     with chdir(ws):
         try:
             move = history.promote(p.registry, args.version, args.reason, alias=args.alias,
@@ -129,8 +132,7 @@ def cmd_promote(args) -> None:
 def cmd_rollback(args) -> None:
     from registry import history
 
-    ws = _workspace(args.workspace)
-    p = params_mod.load(ws / "params.yaml")
+    ws, p = _workspace_params(args.workspace)
     with chdir(ws):
         try:
             move = history.rollback(p.registry, args.reason)
@@ -147,8 +149,7 @@ def cmd_generate(args) -> None:
     from pipelines.sample_logs import SYSTEM_PROMPT
     from registry import mlflow_registry as reg
 
-    ws = _workspace(args.workspace)
-    p = params_mod.load(ws / "params.yaml")
+    ws, p = _workspace_params(args.workspace)
     with chdir(ws), tempfile.TemporaryDirectory() as tmp:
         if args.version:
             mv = reg.client(p.registry).get_model_version(p.registry.model_name, args.version)
@@ -159,8 +160,7 @@ def cmd_generate(args) -> None:
                 raise SystemExit("nightshift generate: no @champion yet; run a cycle first "
                                  "(`nightshift run` or `nightshift demo`)")
             version, source = champion.version, champion.source
-        adapter = reg.download_adapter(p.registry, reg.Champion(version, "", source, {}),
-                                       Path(tmp) / "adapter")
+        adapter = reg.download_adapter(p.registry, source, Path(tmp) / "adapter")
         model = modeling.load_with_adapter(p.base.model, p.train.quantization, adapter, trainable=False)
         tokenizer = modeling.load_tokenizer(p.base.model)
         system = None if args.no_system else SYSTEM_PROMPT

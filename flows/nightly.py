@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from contextlib import chdir
 from pathlib import Path
@@ -21,7 +20,7 @@ from flows import workspace as wsp
 from pipelines import ingest as ingest_stage
 from pipelines import notify as notify_stage
 from pipelines import params as params_mod
-from pipelines.records import write_json
+from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 
@@ -89,9 +88,9 @@ def version(ws: Path, date: dt.date) -> dict:
 def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dict) -> dict:
     """Register the candidate with its lineage; the gate's verdict decides the alias move."""
     p = params_mod.load(ws / "params.yaml")
-    evaluation = _read_json(ws / "reports/eval.json")
-    verdict = _read_json(ws / "reports/gate.json")
-    train = _read_json(ws / "reports/train.json")
+    evaluation = read_json(ws / "reports/eval.json")
+    verdict = read_json(ws / "reports/gate.json")
+    train = read_json(ws / "reports/train.json")
     lineage = {
         "cycle": date.isoformat(), "parent_version": parent_version or "none",
         "data_version": versioned["data_version"], "git_commit": versioned["git_commit"] or "none",
@@ -128,8 +127,8 @@ def notify(summary: dict, p: params_mod.Params) -> bool:
 
 def accounting(ws: Path, pulled: int) -> dict:
     """Every record pulled is clean, quarantined or a duplicate; raises AccountingError if not."""
-    validated = _read_json(ws / "data/validated/report.json")
-    dataset = _read_json(ws / "data/dataset/report.json")
+    validated = read_json(ws / "data/validated/report.json")
+    dataset = read_json(ws / "data/dataset/report.json")
     counts = {"pulled": pulled, "clean": dataset.get("unique"),
               "quarantined": validated.get("quarantined"), "duplicates": dataset.get("duplicates")}
     if None in counts.values():
@@ -212,23 +211,23 @@ def _report_numbers(ws: Path, ran: set[str]) -> dict:
     """Quarantine reasons, training and evaluation numbers and the verdict, of the stages in `ran`."""
     out: dict = {}
     if "validate" in ran:
-        validated = _read_json(ws / "data/validated/report.json")
+        validated = read_json(ws / "data/validated/report.json")
         out["quarantine_reasons"] = validated.get("quarantine_reasons")
         out["quarantined"] = validated.get("quarantined")
     if "drift" in ran:
-        drift = _read_json(ws / "reports/drift.json")
+        drift = read_json(ws / "reports/drift.json")
         out["drift"] = {"alarm": drift.get("alarm"), "alarms": drift.get("alarms"),
                         "note": drift.get("note"), "report": str(ws / "reports/drift.html")}
     if "train" in ran:
-        train = _read_json(ws / "reports/train.json")
+        train = read_json(ws / "reports/train.json")
         out["train"] = {k: train.get(k) for k in ("examples", "steps", "first_loss", "final_loss",
                                                    "tokens_per_second", "continued_from_parent")}
     if "evaluate" in ran:
-        evaluation = _read_json(ws / "reports/eval.json")
+        evaluation = read_json(ws / "reports/eval.json")
         out["eval"] = {k: (evaluation.get(k) or {}).get("eval_loss")
                        for k in ("candidate", "champion", "base")}
     if "gate" in ran:
-        gate = _read_json(ws / "reports/gate.json")
+        gate = read_json(ws / "reports/gate.json")
         out["gate"] = {"passed": gate.get("passed"), "reasons": gate.get("reasons")}
     return out
 
@@ -245,10 +244,6 @@ def _dvc_md5(dvc_file: Path) -> str:
     if not dvc_file.exists():
         return "none"
     return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -7,12 +7,11 @@ git commit records exactly which adapter it continued from and which buffer it r
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from pathlib import Path
 
 from pipelines import params as params_mod
-from pipelines.records import write_json
+from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 
@@ -26,13 +25,13 @@ def pin_parent_adapter(p: params_mod.RegistryParams, parent_dir: Path) -> str | 
     history.sync(p)
     champion = reg.resolve_alias(p, reg.CHAMPION)
     marker = parent_dir / "PARENT.json"
-    pinned = json.loads(marker.read_text()).get("version") if marker.exists() else None
+    pinned = read_json(marker).get("version")
     if champion is None:
         if parent_dir.exists():
             shutil.rmtree(parent_dir)
         parent_dir.mkdir(parents=True)
     elif pinned != champion.version or not (parent_dir / "adapter_config.json").exists():
-        reg.download_adapter(p, champion, parent_dir)
+        reg.download_adapter(p, champion.source, parent_dir)
     write_json(marker, {"version": champion.version if champion else None,
                         "run_id": champion.run_id if champion else None,
                         "source": champion.source if champion else None})
@@ -46,7 +45,7 @@ def pin_replay_buffer(date: dt.date, grown_buffer: Path, buffer: Path) -> None:
     replayed from the night being learned.
     """
     report = grown_buffer.parent / "report.json"
-    grown_for = json.loads(report.read_text()).get("cycle") if report.exists() else None
+    grown_for = read_json(report).get("cycle")
     buffer.parent.mkdir(parents=True, exist_ok=True)
     if grown_for and grown_for < date.isoformat() and grown_buffer.exists():
         shutil.copyfile(grown_buffer, buffer)

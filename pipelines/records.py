@@ -77,6 +77,12 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return n
 
 
+def read_json(path: str | Path) -> dict:
+    """A stage's JSON report, or {} when it has not been written."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_json(path: str | Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

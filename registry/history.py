@@ -88,9 +88,7 @@ def _live_aliases(p: params_mod.RegistryParams, c) -> dict[str, str]:
         return {}
 
 
-def sync(p: params_mod.RegistryParams) -> list[AliasMove]:
-    """The full history, after recording any move made outside nightshift since it last looked."""
-    c = reg.client(p)
+def _sync(p: params_mod.RegistryParams, c) -> tuple[list[AliasMove], dict[str, str]]:
     moves = _recorded(p, c)
     live = _live_aliases(p, c)
     for alias in (reg.CHAMPION, reg.CHALLENGER):
@@ -98,15 +96,20 @@ def sync(p: params_mod.RegistryParams) -> list[AliasMove]:
         if live.get(alias) != last:
             _record(p, c, moves, alias, last, live.get(alias), "outside", OUTSIDE,
                     "alias found moved; noticed by nightshift")
-    return moves
+    return moves, live
+
+
+def sync(p: params_mod.RegistryParams) -> list[AliasMove]:
+    """The full history, after recording any move made outside nightshift since it last looked."""
+    return _sync(p, reg.client(p))[0]
 
 
 def move_alias(p: params_mod.RegistryParams, alias: str, version: str, kind: str, by: str,
                why: str) -> AliasMove | None:
     """Point `alias` at `version` and record the move (None when it already points there)."""
-    moves = sync(p)
     c = reg.client(p)
-    current = _live_aliases(p, c).get(alias)
+    moves, live = _sync(p, c)
+    current = live.get(alias)
     if current == str(version):
         return None
     c.set_registered_model_alias(p.model_name, alias, str(version))

@@ -73,13 +73,13 @@ def resolve_alias(p: params_mod.RegistryParams, alias: str = CHAMPION) -> Champi
     return Champion(version=str(mv.version), run_id=mv.run_id, source=mv.source, tags=dict(mv.tags))
 
 
-def download_adapter(p: params_mod.RegistryParams, champion: Champion, dest: Path) -> Path:
-    """Put the champion's adapter files into `dest` (replacing what was there)."""
+def download_adapter(p: params_mod.RegistryParams, source: str, dest: Path) -> Path:
+    """Put the adapter files at a version's `source` URI into `dest` (replacing what was there)."""
     import mlflow
 
     client(p)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source, dst_path=tmp))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(local, dest)
