@@ -1,10 +1,11 @@
-# Two commands for a new machine: `make demo` and `make test`. Both create .venv if needed.
+# Two commands for a new machine: `make demo` and `make test`. Both create .venv if needed;
+# `make test` also installs the Debian packages the tests start servers from (scripts/services.sh).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lock clean help
+.PHONY: install services demo test lock clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +22,10 @@ install: $(STAMP)  ## create .venv and install the tested versions
 demo: $(STAMP)  ## run the bundled sample through nightly cycles (in ./demo)
 	$(BIN)/nightshift demo
 
-test: $(STAMP)  ## run the test suite
+services:  ## install PostgreSQL 15 and headless Chromium (Debian packages) for the tests
+	@scripts/services.sh
+
+test: $(STAMP) services  ## install what the tests need, then run the test suite
 	$(BIN)/python -m pytest
 
 lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock

@@ -107,6 +107,9 @@ def read_sql_source(url: str, table: str, after: dt.datetime, until: dt.datetime
                 if "record" in row and isinstance(row["record"], (str, bytes)):
                     raw = row["record"]
                     raw = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+                elif "record" in row and isinstance(row["record"], dict):
+                    # a JSON/JSONB column (PostgreSQL) comes back parsed: the record, not the row
+                    raw = json.dumps(row["record"], ensure_ascii=False).encode("utf-8")
                 else:
                     raw = json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")
                 yield ts, raw

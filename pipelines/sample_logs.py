@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import sqlite3
 import string
 from pathlib import Path
 
@@ -231,38 +230,65 @@ def generate_day(seed: int, day: dt.date, day_index: int, records: int, shift: f
     return lines
 
 
-def generate(out: Path, start: dt.date, days: int, records_per_day: int, seed: int,
-             topic_shift: float, fmt: str = "jsonl", table: str = "interactions") -> list[Path]:
-    """Write `days` days of logs: one JSONL file per day, or rows of a SQLite table.
+def generate(out: Path | str, start: dt.date, days: int, records_per_day: int, seed: int,
+             topic_shift: float, fmt: str = "jsonl", table: str = "interactions") -> list[Path | str]:
+    """Write `days` days of logs: one JSONL file per day, or rows of a SQL table.
 
-    Returns the files written. Re-running with the same arguments rewrites the same bytes.
+    fmt "jsonl": `out` is a folder; "sqlite": `out` is the .db file; "sql": `out` is any
+    SQLAlchemy URL (postgresql+psycopg2://user:password@host/db, ...). A table is dropped and
+    recreated as (id TEXT, timestamp TEXT, record TEXT), the raw line in `record`.
+    Returns what was written (files, or the URL). The same arguments write the same bytes.
     """
-    written = []
+    lines_by_day = [(start + dt.timedelta(days=d),
+                     generate_day(seed, start + dt.timedelta(days=d), d, records_per_day, topic_shift))
+                    for d in range(days)]
     if fmt == "jsonl":
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for d in range(days):
-            day = start + dt.timedelta(days=d)
+        written: list[Path | str] = []
+        for day, lines in lines_by_day:
             path = out / f"{day.isoformat()}.jsonl"
-            path.write_text("\n".join(generate_day(seed, day, d, records_per_day, topic_shift)) + "\n")
+            path.write_text("\n".join(lines) + "\n")
             written.append(path)
-    elif fmt == "sqlite":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(out) as db:
-            db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute(f"CREATE TABLE {table} (id TEXT, timestamp TEXT, record TEXT)")
-            for d in range(days):
-                day = start + dt.timedelta(days=d)
-                for line in generate_day(seed, day, d, records_per_day, topic_shift):
-                    try:
-                        parsed = json.loads(line)
-                        rid, ts = parsed.get("id"), parsed.get("timestamp")
-                    except json.JSONDecodeError:
-                        rid, ts = None, f"{day.isoformat()}T12:00:00Z"
-                    db.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (rid, ts, line))
-        written.append(out)
-    else:
-        raise ValueError(f"unknown format {fmt!r}: use 'jsonl' or 'sqlite'")
-    return written
+        return written
+    if fmt == "sqlite":
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_sql_table(f"sqlite:///{Path(out).resolve()}", table, lines_by_day)
+        return [Path(out)]
+    if fmt == "sql":
+        write_sql_table(str(out), table, lines_by_day)
+        return [str(out)]
+    raise ValueError(f"unknown format {fmt!r}: use 'jsonl', 'sqlite' or 'sql'")
+
+
+def write_sql_table(url: str, table: str, lines_by_day: list[tuple[dt.date, list[str]]]) -> None:
+    """(Re)create `table` at a SQLAlchemy URL and insert one row per log line.
+
+    A line that is not JSON (cut off mid-record) keeps a NULL id and noon of its day as timestamp,
+    as a logger that writes the raw text would.
+    """
+    import sqlalchemy as sa
+
+    tbl = sa.Table(table, sa.MetaData(), sa.Column("id", sa.Text), sa.Column("timestamp", sa.Text),
+                   sa.Column("record", sa.Text))
+    rows = []
+    for day, lines in lines_by_day:
+        for line in lines:
+            try:
+                parsed = json.loads(line)
+                rid, ts = parsed.get("id"), parsed.get("timestamp")
+            except json.JSONDecodeError:
+                rid, ts = None, f"{day.isoformat()}T12:00:00Z"
+            rows.append({"id": rid, "timestamp": ts, "record": line})
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            tbl.drop(conn, checkfirst=True)
+            tbl.create(conn)
+            if rows:
+                conn.execute(tbl.insert(), rows)
+    finally:
+        engine.dispose()
 
 
 def corpus_dialogues(seed: int, records: int) -> list[list[dict]]:
@@ -281,18 +307,20 @@ def corpus_dialogues(seed: int, records: int) -> list[list[dict]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.sample_logs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True,
-                        help="folder for JSONL files, or the .db file with --format sqlite")
+    parser.add_argument("--out", required=True,
+                        help="folder for JSONL files, the .db file with --format sqlite, or a "
+                             "SQLAlchemy URL (postgresql+psycopg2://...) with --format sql")
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 1, 5))
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--records-per-day", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--topic-shift", type=float, default=0.8,
                         help="0 = same topic mix every day, 1 = strongly shifting mix")
-    parser.add_argument("--format", choices=["jsonl", "sqlite"], default="jsonl")
+    parser.add_argument("--format", choices=["jsonl", "sqlite", "sql"], default="jsonl")
+    parser.add_argument("--table", default="interactions", help="table name with --format sqlite/sql")
     args = parser.parse_args(argv)
     for path in generate(args.out, args.start, args.days, args.records_per_day, args.seed,
-                         args.topic_shift, args.format):
+                         args.topic_shift, args.format, args.table):
         print(path)
 
 

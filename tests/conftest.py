@@ -1,7 +1,17 @@
-"""Shared fixtures: offline settings, tiny params, a tiny pre-trained base model."""
+"""Shared fixtures: offline settings, tiny params, a tiny pre-trained base model, and real servers
+on loopback: a private PostgreSQL (Debian's binaries) and `mlflow server` on SQLite or PostgreSQL."""
 
+import contextlib
 import dataclasses
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,3 +68,164 @@ def tiny_base(tmp_path_factory, params) -> str:
 @pytest.fixture
 def replace():
     return dataclasses.replace
+
+
+# --- Real servers on loopback -------------------------------------------------------------------
+
+PG_BIN = Path(os.environ.get("NIGHTSHIFT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+INSTALL_HINT = ("run `make services` (as root, or with sudo): it installs Debian's postgresql, "
+                "chromium and chromium-driver packages")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PostgresServer:
+    """A running private PostgreSQL server; `role` owns the databases the tests create."""
+
+    host: str
+    port: int
+    role: str
+    password: str
+    superuser: str
+    superuser_password: str
+
+    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://{self.role}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def admin(self, *statements: str) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(
+            f"postgresql+psycopg2://{self.superuser}:{self.superuser_password}@{self.host}:{self.port}/postgres",
+            isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                for statement in statements:
+                    conn.execute(sa.text(statement))
+        finally:
+            engine.dispose()
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database owned by `role`; returns its SQLAlchemy URL."""
+        self.admin(f'CREATE DATABASE "{name}" OWNER "{self.role}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL 15 server on 127.0.0.1 (a free port) in a temporary folder.
+
+    Started with Debian's binaries as the `postgres` user when the tests run as root (initdb
+    refuses root), as the current user otherwise; password (SCRAM) authentication; stopped and
+    removed at the end of the session.
+    """
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if not (PG_BIN / tool).exists():
+            pytest.fail(f"PostgreSQL 15 server binary {PG_BIN / tool} not found: {INSTALL_HINT} "
+                        "(or point NIGHTSHIFT_PG_BIN at the folder holding initdb and pg_ctl)",
+                        pytrace=False)
+    as_owner: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(f"running as root, but there is no `postgres` user to run the server as: {INSTALL_HINT}",
+                        pytrace=False)
+        as_owner, owner = ["runuser", "-u", "postgres", "--"], "postgres"
+
+    root = Path(tempfile.mkdtemp(prefix="nightshift-pg-"))
+    data, log, pwfile = root / "data", root / "server.log", root / "superuser.pw"
+    superuser_password = secrets.token_hex(16)
+    pwfile.write_text(superuser_password + "\n")
+    if owner:
+        for path in (root, pwfile):
+            shutil.chown(path, owner, owner)
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*as_owner, *cmd], capture_output=True, text=True)
+        if done.returncode != 0:
+            server_log = log.read_text()[-3000:] if log.exists() else ""
+            pytest.fail(f"`{' '.join(cmd)}` failed ({done.returncode}):\n{done.stdout}{done.stderr}{server_log}",
+                        pytrace=False)
+
+    port = free_port()
+    run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
+        "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
+    # fsync off: a throwaway server whose data need not survive a power cut; everything else is stock.
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
+    server = PostgresServer("127.0.0.1", port, "nightshift", secrets.token_hex(16),
+                            "postgres", superuser_password)
+    try:
+        server.admin(f"CREATE ROLE nightshift LOGIN PASSWORD '{server.password}'")
+        yield server
+    finally:
+        subprocess.run([*as_owner, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """A fresh database on the private server for one test; its SQLAlchemy URL."""
+    name = f"t_{request.node.originalname[:40]}_{secrets.token_hex(3)}".lower()
+    return postgres_server.create_database(name)
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, backend_store_uri: str):
+    """`mlflow server` on 127.0.0.1 with the given backend store; yields its URL, stops it after."""
+    port = free_port()
+    log = root / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                time.sleep(1)
+        else:
+            raise TimeoutError(f"mlflow server did not answer in 180 s:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def mlflow_backend_store(request, tmp_path_factory) -> str:
+    """The backend store URI of a module's `mlflow server`: an SQLite file, then a fresh database
+    on the private PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('mlflow-sqlite')}/mlflow.db"
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    return request.getfixturevalue("postgres_server").create_database(
+        f"mlflow_{module}_{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(mlflow_backend_store, tmp_path_factory) -> str:
+    """A real `mlflow server` per test module and backend store; its URL."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_backend_store) as url:
+        yield url

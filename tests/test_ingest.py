@@ -67,3 +67,55 @@ def test_missing_source_fails_clearly_and_keeps_the_watermark(tmp_path):
         run(tmp_path, f"sqlite:///{tmp_path}/empty.db", DAY1)
     assert not (tmp_path / "data/watermark.json").exists()
     assert not list((tmp_path / "data").glob("raw/*.jsonl"))
+
+
+def test_postgresql_table_is_pulled_night_by_night_each_row_once(tmp_path, postgres_url):
+    """The sample log as rows of a real PostgreSQL table (raw lines as text), broken lines included."""
+    sample_logs.generate(postgres_url, DAY1, 2, 25, seed=5, topic_shift=0.5, fmt="sql")
+    first = run(tmp_path, postgres_url, DAY1)
+    again = run(tmp_path, postgres_url, DAY1)
+    second = run(tmp_path, postgres_url, DAY2)
+    assert first["pulled"] == 25 + 6 and second["pulled"] == 25 + 6
+    assert again["reused_snapshot"] and again["pulled"] == first["pulled"]
+    for day in (DAY1, DAY2):
+        expected = sample_logs.generate_day(5, day, (day - DAY1).days, 25, 0.5)
+        pulled = (tmp_path / f"data/raw/{day.isoformat()}.jsonl").read_text().splitlines()
+        assert sorted(pulled) == sorted(expected)  # the same lines, byte for byte, none twice
+
+
+def test_postgresql_rows_logged_after_a_pull_go_to_the_next_night_only(tmp_path, postgres_url):
+    """An application's own table: timestamptz and a JSONB record, rows arriving day after day."""
+    import sqlalchemy as sa
+
+    def log_day(conn, day, index):
+        rows = [json.loads(line) for line in sample_logs.generate_day(5, day, index, 20, 0.5)
+                if line.startswith("{") and line.endswith("}") and '"messages"' in line]
+        rows = list({r["id"]: r for r in rows}.values())  # the app's primary key: one row per id
+        conn.execute(sa.text("INSERT INTO interactions (id, timestamp, record) "
+                             "VALUES (:id, CAST(:ts AS timestamptz), CAST(:record AS jsonb))"),
+                     [{"id": r["id"], "ts": r["timestamp"], "record": json.dumps(r)} for r in rows])
+        return {r["id"] for r in rows}, max(r["timestamp"] for r in rows)
+
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE interactions (id text PRIMARY KEY, "
+                             "timestamp timestamptz NOT NULL, record jsonb NOT NULL)"))
+        day1_ids, _ = log_day(conn, DAY1, 0)
+    first = run(tmp_path, postgres_url, DAY1)
+    with engine.begin() as conn:  # the next day's traffic is logged after the first pull
+        day2_ids, day2_last = log_day(conn, DAY2, 1)
+    second = run(tmp_path, postgres_url, DAY2)
+    again = run(tmp_path, postgres_url, DAY2)
+    engine.dispose()
+
+    def pulled_ids(day):
+        lines = (tmp_path / f"data/raw/{day.isoformat()}.jsonl").read_text().splitlines()
+        return [json.loads(line)["id"] for line in lines]
+
+    assert first["pulled"] == len(day1_ids) and sorted(pulled_ids(DAY1)) == sorted(day1_ids)
+    assert second["pulled"] == len(day2_ids) and sorted(pulled_ids(DAY2)) == sorted(day2_ids)
+    assert again["reused_snapshot"] and again["pulled"] == second["pulled"]
+    record = json.loads((tmp_path / "data/raw/2026-01-06.jsonl").read_text().splitlines()[0])
+    assert set(record) >= {"id", "timestamp", "messages"}  # the record itself, not the table row
+    watermark = json.loads((tmp_path / "data/watermark.json").read_text())["timestamp"]
+    assert watermark == day2_last

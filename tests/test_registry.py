@@ -1,11 +1,13 @@
 """The registry against a real `mlflow server` on loopback: promote, rollback, history, and an
-alias moved through the server's REST API (as the MLflow UI does)."""
+alias moved through the server's REST API (as the MLflow UI does).
+
+Every test runs twice, once per backend store of the server (tests/conftest.py `mlflow_server`):
+SQLite, the default, and PostgreSQL, a private server started for the test session.
+"""
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import chdir
 from pathlib import Path
@@ -18,37 +20,6 @@ from pipelines import params as params_mod
 from registry import history
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            time.sleep(1)
-    else:
-        raise TimeoutError((root / "server.log").read_text()[-3000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -149,3 +120,25 @@ def test_cli_rollback_and_history(workspace):
     moves = json.loads(run("history", "--json").stdout)
     assert moves[-1]["kind"] == "rollback" and moves[-1]["why"] == "bad release"
     assert run("rollback").returncode != 0  # a reason is required
+
+
+def test_the_server_keeps_the_registry_in_its_backend_store(workspace, mlflow_backend_store):
+    """The versions and aliases live in the store the server was started with (SQLite or PostgreSQL)."""
+    import sqlalchemy as sa
+
+    ws, p = workspace
+    register_version(p, ws, "2026-01-01")
+    register_version(p, ws, "2026-01-02")
+    history.rollback(p, "checking the store")
+    engine = sa.create_engine(mlflow_backend_store)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version FROM model_versions WHERE name = :n ORDER BY version"),
+                                    {"n": p.model_name}).scalars().all()
+            alias = conn.execute(sa.text("SELECT version FROM registered_model_aliases "
+                                         "WHERE name = :n AND alias = 'champion'"),
+                                 {"n": p.model_name}).scalar_one()
+    finally:
+        engine.dispose()
+    assert engine.dialect.name == mlflow_backend_store.split(":")[0].split("+")[0]
+    assert versions == [1, 2] and alias == 1
