@@ -187,6 +187,28 @@ def cmd_redact(args) -> None:
         print(f"  not looked for (no NER model): {', '.join(report['entities_not_looked_for'])}")
 
 
+def cmd_golden_add(args) -> None:
+    import tempfile
+
+    from pipelines import eval_sets
+
+    ws, p = _workspace_params(args.workspace)
+    golden = ws / wsp.EVAL_SETS[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            added = eval_sets.add_to_golden(p, Path(args.file).resolve(), golden, Path(tmp))
+        except eval_sets.GoldenRejected as exc:
+            raise SystemExit(f"nightshift golden add: {exc}\nFix the records and try again.")
+    if not added["added"]:
+        print(f"nothing added: all {added['already_there']} record(s) are already in the golden set")
+        return
+    wsp.dvc(ws, "add", "-q", str(golden.relative_to(ws)))
+    wsp.git(ws, "add", "-A", str(golden.parent))
+    wsp.git(ws, "commit", "-q", "-m", f"golden set: add {added['added']} record(s): {args.reason}")
+    print(f"golden set: added {added['added']} record(s) ({added['golden_records']} in all); "
+          f"recorded with DVC and committed: {args.reason}")
+
+
 def _default_params() -> params_mod.Params:
     return params_mod.load(wsp.PROJECT_ROOT / "params.yaml")
 
@@ -209,12 +231,21 @@ def print_summary(s: dict) -> None:
           f"{fmt(tr.get('first_loss'))} -> {fmt(tr.get('final_loss'))}, parent version "
           f"{s.get('parent_version') or 'none (new adapter)'}")
     print(f"eval loss candidate {fmt(ev.get('candidate'))}, champion {fmt(ev.get('champion'))}, "
-          f"base {fmt(ev.get('base'))}")
+          f"base {fmt(ev.get('base'))} (new data)")
+    for name, losses in (s.get("eval_sets") or {}).items():
+        if name != "new" and losses.get("candidate") is not None:
+            print(f"          {name:<6} candidate {fmt(losses.get('candidate'))}, champion "
+                  f"{fmt(losses.get('champion'))}, base {fmt(losses.get('base'))}")
     drift = s.get("drift") or {}
     if drift:
         state = ("ALARM: " + ", ".join(drift["alarms"])) if drift.get("alarm") else (
             drift.get("note") or "no drift")
         print(f"drift     {state} ({drift.get('report')})")
+    model_drift = s.get("model_drift") or {}
+    if model_drift:
+        kl = (model_drift.get("divergence") or {}).get("kl_champion_to_candidate")
+        state = ("ALARM: " + ", ".join(model_drift["alarms"])) if model_drift.get("alarm") else "no model drift"
+        print(f"model     {state}; KL from champion {fmt(kl)} ({model_drift.get('report')})")
     if s.get("status") == "succeeded":
         print(f"registry  version {s['version']} -> {('@' + s['alias']) if s.get('alias') else 'no alias'}"
               f": {s['reason']}")
@@ -313,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="params.yaml whose `redact` section to use (default: ./params.yaml, "
                    "else the project's defaults)")
     p.set_defaults(func=cmd_redact)
+
+    p = sub.add_parser("golden", help="grow the frozen golden evaluation set, deliberately",
+                       description="The golden set changes only through this command: records are "
+                       "redacted and checked exactly as the pipeline does, appended, versioned with "
+                       "DVC and committed with the reason.")
+    golden = p.add_subparsers(dest="golden_command", required=True)
+    g = golden.add_parser("add", help="add the conversations in a JSONL file",
+                          description="Add the conversations in FILE (chat format, one per line) to "
+                          "data/golden/golden.jsonl. A `metadata.expect` regex on a record is the "
+                          "format the model's own answer must match.")
+    g.add_argument("file", metavar="FILE.jsonl")
+    g.add_argument("--reason", required=True, help="why these belong in the golden set (the commit message)")
+    g.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    g.set_defaults(func=cmd_golden_add)
 
     p = sub.add_parser("init", help="create a new workspace (git + DVC + params)",
                        description="Create a nightshift workspace: params.yaml, dvc.yaml, the "

@@ -18,8 +18,10 @@ from prefect import flow, get_run_logger, task
 from flows import pinning
 from flows import workspace as wsp
 from pipelines import ingest as ingest_stage
+from pipelines import model_drift as model_drift_stage
 from pipelines import notify as notify_stage
 from pipelines import params as params_mod
+from pipelines.evaluate import SETS, metric
 from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
@@ -91,18 +93,26 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
     evaluation = read_json(ws / "reports/eval.json")
     verdict = read_json(ws / "reports/gate.json")
     train = read_json(ws / "reports/train.json")
+    candidate, champion = evaluation["candidate"], evaluation.get("champion")
     lineage = {
         "cycle": date.isoformat(), "parent_version": parent_version or "none",
         "data_version": versioned["data_version"], "git_commit": versioned["git_commit"] or "none",
         "params_hash": p.digest(), "base_model": p.base.model,
-        "flow_run_id": _flow_run_id(), "eval_loss": evaluation["candidate"].get("eval_loss"),
-        "champion_eval_loss": (evaluation.get("champion") or {}).get("eval_loss"),
+        "flow_run_id": _flow_run_id(), "eval_loss": metric(candidate, "new.eval_loss"),
+        "champion_eval_loss": metric(champion, "new.eval_loss"),
     }
+    # Every set's scores as run metrics, so the MLflow UI charts them across versions.
+    scores = {f"{s}.{k}": metric(candidate, f"{s}.{k}") for s in SETS
+              for k in ("eval_loss", "perplexity", "token_accuracy", "pairing_margin")}
+    scores.update({f"generations.{k}": metric(candidate, f"generations.{k}")
+                   for k in ("pii_rate", "format_pass_rate")})
+    divergence = evaluation.get("divergence") or {}
     metrics = {"train_loss": train.get("train_loss"), "final_train_loss": train.get("final_loss"),
-               "eval_loss": evaluation["candidate"].get("eval_loss"),
-               "base_eval_loss": evaluation["base"].get("eval_loss"),
+               "eval_loss": lineage["eval_loss"], "base_eval_loss": metric(evaluation["base"], "new.eval_loss"),
                "champion_eval_loss": lineage["champion_eval_loss"],
-               "tokens_per_second": train.get("tokens_per_second")}
+               "tokens_per_second": train.get("tokens_per_second"),
+               "kl_champion_to_candidate": divergence.get("kl_champion_to_candidate"),
+               "generation_agreement": divergence.get("generation_agreement"), **scores}
     with chdir(ws):
         result = reg.register(
             p.registry, Path("models/candidate"), f"cycle-{date.isoformat()}", lineage, metrics,
@@ -114,6 +124,22 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
                                             by=f"nightly flow run {lineage['flow_run_id']}"))
     get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
     return result
+
+
+@task(name="model-drift", retries=2, retry_delay_seconds=10)
+def model_drift(ws: Path, date: dt.date, registered: dict) -> dict:
+    """The candidate against the champion and against the metric history; logged to its run."""
+    p = params_mod.load(ws / "params.yaml")
+    with chdir(ws):
+        report = model_drift_stage.run(
+            p.drift, date.isoformat(), read_json(Path("reports/eval.json")), registered["version"],
+            reg.metric_history(p.registry), Path("reports/model_drift.json"),
+            Path("reports/model_drift.html"))
+        reg.log_reports(p.registry, registered["run_id"],
+                        [Path("reports/model_drift.json"), Path("reports/model_drift.html")])
+    if report["alarm"]:
+        get_run_logger().warning("model drift: %s", ", ".join(report["alarms"]))
+    return report
 
 
 @task(name="notify", retries=2, retry_delay_seconds=10)
@@ -183,6 +209,10 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
                        promoted=registered["promoted"], alias=registered["alias"],
                        reason=registered["reason"], git_commit=versioned["git_commit"],
                        data_version=versioned["data_version"])
+        drifted = step("model_drift", model_drift, ws, day, registered)
+        summary["model_drift"] = {"alarm": drifted["alarm"], "alarms": drifted["alarms"],
+                                  "divergence": drifted["divergence"],
+                                  "report": str(ws / "reports/model_drift.html")}
     except Exception as exc:
         summary.update(status="failed", failed_stage=summary["stage"],
                        error=f"{type(exc).__name__}: {exc}")
@@ -224,8 +254,10 @@ def _report_numbers(ws: Path, ran: set[str]) -> dict:
                                                    "tokens_per_second", "continued_from_parent")}
     if "evaluate" in ran:
         evaluation = read_json(ws / "reports/eval.json")
-        out["eval"] = {k: (evaluation.get(k) or {}).get("eval_loss")
+        out["eval"] = {k: metric(evaluation.get(k), "new.eval_loss")
                        for k in ("candidate", "champion", "base")}
+        out["eval_sets"] = {s: {k: metric(evaluation.get(k), f"{s}.eval_loss")
+                                for k in ("candidate", "champion", "base")} for s in SETS}
     if "gate" in ran:
         gate = read_json(ws / "reports/gate.json")
         out["gate"] = {"passed": gate.get("passed"), "reasons": gate.get("reasons")}

@@ -15,8 +15,11 @@ import pipelines
 
 PROJECT_ROOT = Path(pipelines.__file__).resolve().parent.parent
 # What a new workspace gets from the project: the stages' code (which dvc.yaml tracks as deps),
-# the DAG, the parameters and the bundled pre-training text.
-SCAFFOLD = ["pipelines", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml", ".dvcignore"]
+# the DAG, the parameters, the bundled pre-training text and the frozen evaluation sets.
+SCAFFOLD = ["pipelines", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml", ".dvcignore",
+            "data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
+# Versioned with DVC in a workspace: each cycle's commit records exactly which sets it was judged on.
+EVAL_SETS = ["data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
 WORKSPACE_GITIGNORE = """\
 # Local stores of this workspace (at scale these are servers: see README)
 /mlflow.db
@@ -90,6 +93,7 @@ def init(path: Path, source: Path = PROJECT_ROOT) -> Path:
     dvc(path, "init", "-q")
     dvc(path, "config", "core.autostage", "true")
     dvc(path, "remote", "add", "-d", "local", "dvc-remote")  # the workspace's own folder
+    dvc(path, "add", "-q", *EVAL_SETS)
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "nightshift workspace")
     return path

@@ -1,22 +1,57 @@
-"""evaluate: the candidate against the champion (and the bare base model) on the same held-out data.
+"""evaluate: the candidate against the champion (and the bare base model) on the same sets.
 
-Every model is loaded the way it was trained (same base, same quantisation) and scored on the
-assistant tokens of this cycle's held-out records: mean loss, perplexity, next-token accuracy, and
-the pairing margin (does the answer still depend on the question?). The numbers go
-to reports/eval.json for the gate; a candidate that cannot be loaded or scores NaN is recorded as
-such, so the gate rejects it instead of the cycle crashing.
+One base model is loaded with both adapters beside it, the way they were trained (same base, same
+quantisation). Each model is scored on the assistant tokens of four sets:
 
-    python -m pipelines.evaluate models/candidate models/parent data/dataset/eval.jsonl reports/eval.json
+- new: this cycle's held-out records (data/dataset/eval.jsonl);
+- golden: the frozen, curated set (data/golden/golden.jsonl);
+- replay: older topics, records of the replay buffer this cycle did not train on;
+- anchor: what the base model knew before any cycle (data/anchor/anchor.jsonl);
+
+with mean loss, perplexity and next-token accuracy, and on new and golden also the pairing margin
+(does the answer still depend on the question?). Behaviour checks run on sampled generations:
+answers to golden prompts may not contain anything that looks like personal data or a secret, and
+must match the format the golden record expects. Model drift: the KL divergence of the candidate's
+next-token distributions from the champion's, and how often their generated answers agree.
+A candidate that cannot be loaded or scores NaN is recorded as such, so the gate rejects it instead
+of the cycle crashing.
+
+    python -m pipelines.evaluate models/candidate models/parent data/dataset reports/eval.json \\
+        --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl --replay data/replay/buffer.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import math
+import re
 from pathlib import Path
 
 from pipelines import params as params_mod
 from pipelines.records import read_jsonl, write_json
+
+SETS = ("new", "golden", "replay", "anchor")
+MARGIN_SETS = ("new", "golden")  # sets of distinct questions, where a wrong answer means something
+
+# What a generated answer must never contain: the shapes of personal data and secrets. Training
+# data is redacted, so a model that emits these learned them from somewhere they should not be.
+PII_SHAPES = {
+    "EMAIL_ADDRESS": r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b",
+    "PHONE_NUMBER": r"(?<![\w#])\+?\(?\d{1,4}\)?[ .-]\d{2,4}[ .-]\d{3,4}(?:[ .-]\d{3,4})?\b",
+    "CREDIT_CARD": r"\b(?:\d[ -]?){12,18}\d\b",
+    "IBAN_CODE": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
+    "US_SSN": r"\b\d{3}-\d{2}-\d{4}\b",
+    "IP_ADDRESS": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+    "API_KEY": r"\b(?:sk-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[A-Z0-9]{16}|gh[pousr]_[A-Za-z0-9]{36,}"
+               r"|xox[abprs]-[A-Za-z0-9-]{10,})",
+}
+
+
+def pii_shapes(text: str) -> list[str]:
+    """The kinds of personal data or secrets that `text` appears to contain (placeholders are not)."""
+    return sorted(kind for kind, pattern in PII_SHAPES.items() if re.search(pattern, text))
 
 
 def mismatched(records: list[dict]) -> list[dict]:
@@ -26,57 +61,155 @@ def mismatched(records: list[dict]) -> list[dict]:
             for r, a in zip(records, answers[1:] + answers[:1])]
 
 
-def score(base_model: str, quantization: str, adapter: Path | None, matched: list[dict],
-          shuffled: list[dict], batch_size: int, pad_token_id: int) -> dict:
-    """Loss, perplexity, token accuracy and pairing margin of base + adapter (or the bare base).
+def replay_set(buffer: Path, train: Path | None, size: int, seed: int) -> list[dict]:
+    """Up to `size` buffer records this cycle did not train on, the same ones for the same inputs."""
+    if not buffer.exists():
+        return []
+    trained = {r.get("id") for r in read_jsonl(train)} if train and train.exists() else set()
+    unseen = [r for r in read_jsonl(buffer) if r.get("id") not in trained]
+    unseen.sort(key=lambda r: hashlib.sha256(f"{seed}:{r.get('id')}".encode()).hexdigest())
+    return unseen[:size]
+
+
+def answered(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("messages") and r["messages"][-1].get("role") == "assistant"]
+
+
+@contextlib.contextmanager
+def using(model, name: str):
+    """Make `name` the active model: an adapter's name, or "base" for the bare base model."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):  # no adapter loaded: only the base model is there
+        yield model
+    elif name == "base":
+        with model.disable_adapter():
+            yield model
+    else:
+        model.set_adapter(name)
+        yield model
+
+
+def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_size: int,
+              pad_token_id: int) -> dict:
+    """Loss, perplexity, token accuracy (and pairing margin) of the active model on one set.
 
     The pairing margin is how much worse the model scores an answer given another record's
     question than given its own: near zero when answers no longer depend on the question, as
     after training on logs whose responses were shuffled across prompts.
     """
-    from pipelines.modeling import load_with_adapter, loss_and_accuracy
+    from pipelines.modeling import loss_and_accuracy
 
-    model = load_with_adapter(base_model, quantization, adapter, trainable=False)
-    loss, accuracy = loss_and_accuracy(model, matched, batch_size, pad_token_id)
+    if not examples:
+        return {"examples": 0}
+    loss, accuracy = loss_and_accuracy(model, examples, batch_size, pad_token_id)
     if not math.isfinite(loss):
-        return {"eval_loss": None, "perplexity": None, "token_accuracy": None, "pairing_margin": None}
-    margin = None
-    if len(shuffled) >= 2:
+        return {"examples": len(examples), "eval_loss": None, "perplexity": None,
+                "token_accuracy": None}
+    scores = {"examples": len(examples), "eval_loss": round(loss, 5),
+              "perplexity": round(math.exp(min(loss, 50)), 4), "token_accuracy": round(accuracy, 5)}
+    if shuffled is not None and len(shuffled) >= 2:
         mismatched_loss, _ = loss_and_accuracy(model, shuffled, batch_size, pad_token_id)
-        margin = round(mismatched_loss - loss, 5) if math.isfinite(mismatched_loss) else None
-    return {"eval_loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50)), 4),
-            "token_accuracy": round(accuracy, 5), "pairing_margin": margin}
+        scores["pairing_margin"] = (round(mismatched_loss - loss, 5)
+                                    if math.isfinite(mismatched_loss) else None)
+    return scores
+
+
+def behaviour(model, tokenizer, golden: list[dict], max_new_tokens: int) -> dict:
+    """Generate answers to golden prompts; count PII-looking output and kept formats."""
+    from pipelines.modeling import reply
+
+    samples = []
+    for record in golden:
+        answer = reply(model, tokenizer, record["messages"][:-1], max_new_tokens)
+        expect = (record.get("metadata") or {}).get("expect")
+        samples.append({"id": record["id"], "answer": answer, "pii": pii_shapes(answer),
+                        "format_ok": bool(re.search(expect, answer)) if expect else None})
+    checked = [s for s in samples if s["format_ok"] is not None]
+    return {"answers": len(samples),
+            "pii_rate": round(sum(bool(s["pii"]) for s in samples) / len(samples), 5) if samples else None,
+            "format_checked": len(checked),
+            "format_pass_rate": (round(sum(s["format_ok"] for s in checked) / len(checked), 5)
+                                 if checked else None),
+            "samples": samples}
 
 
 def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model: str, seed: int,
-        candidate: Path, champion: Path, eval_file: Path) -> dict:
-    """Score candidate, champion and base on eval_file.
+        candidate: Path, champion: Path, sets: dict[str, list[dict]]) -> dict:
+    """Score candidate, champion and base on every set.
 
     Args:
         p, train: the `evaluate` and `train` sections of params.yaml (quantisation, length).
         candidate: the adapter just trained; champion: the parent adapter (may hold none).
+        sets: records per name in SETS (an empty list where a set has nothing yet).
     Returns:
-        {"examples", "candidate": {...} or {"error"}, "champion": {...} or None, "base": {...}}
+        {"examples": {set: n}, "base": {...}, "candidate": {...} or {"error"}, "champion": {...}
+        or None, "divergence": {...} or None}; each model's entry has one score dict per set and
+        "generations" with the behaviour checks.
     """
-    from pipelines.modeling import encode_chat, is_adapter, load_tokenizer, set_determinism
+    from pipelines.modeling import (encode_chat, is_adapter, load_adapters, load_tokenizer,
+                                    output_divergence, set_determinism)
 
     set_determinism(seed)
     tokenizer = load_tokenizer(base_model)
-    records = [r for r in read_jsonl(eval_file) if r["messages"][-1].get("role") == "assistant"]
-    examples = [encode_chat(tokenizer, r["messages"], train.max_length) for r in records]
-    shuffled = [encode_chat(tokenizer, r["messages"], train.max_length) for r in mismatched(records)]
-    data = (examples, shuffled, p.batch_size, tokenizer.pad_token_id)
-    report = {"examples": len(examples), "base": score(base_model, train.quantization, None, *data)}
-    if is_adapter(candidate):
-        try:
-            report["candidate"] = score(base_model, train.quantization, candidate, *data)
-        except Exception as exc:  # a corrupt adapter is a failed candidate, not a failed cycle
-            report["candidate"] = {"eval_loss": None, "error": f"{type(exc).__name__}: {exc}"}
-    else:
-        report["candidate"] = {"eval_loss": None, "error": f"no adapter in {candidate}"}
-    report["champion"] = (score(base_model, train.quantization, champion, *data)
-                          if is_adapter(champion) else None)
+    records = {name: answered(sets.get(name, [])) for name in SETS}
+    encoded = {name: [encode_chat(tokenizer, r["messages"], train.max_length) for r in rs]
+               for name, rs in records.items()}
+    shuffled = {name: [encode_chat(tokenizer, r["messages"], train.max_length)
+                       for r in mismatched(records[name])] for name in MARGIN_SETS}
+    prompts = records["golden"][:p.generation_examples]
+
+    adapters = {"champion": champion} if is_adapter(champion) else {}
+    adapters["candidate"] = candidate
+    model, errors = load_adapters(base_model, train.quantization, adapters)
+
+    def evaluate_model(name: str) -> dict:
+        with using(model, name) as active:
+            entry = {s: score_set(active, encoded[s], shuffled.get(s), p.batch_size,
+                                  tokenizer.pad_token_id) for s in SETS}
+            entry["generations"] = behaviour(active, tokenizer, prompts, p.max_new_tokens)
+        return entry
+
+    report = {"examples": {s: len(encoded[s]) for s in SETS}, "base": evaluate_model("base")}
+    for name in ("candidate", "champion"):
+        if name not in adapters:
+            report[name] = None
+        elif name in errors:
+            report[name] = {"error": errors[name]}
+        else:
+            try:
+                report[name] = evaluate_model(name)
+            except Exception as exc:  # a broken adapter is a failed candidate, not a failed cycle
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    report["divergence"] = None
+    if all(report[n] and "error" not in report[n] for n in ("candidate", "champion")):
+        kl = output_divergence(model, "champion", "candidate", encoded["new"] + encoded["golden"],
+                               p.batch_size, tokenizer.pad_token_id)
+        pairs = zip(report["champion"]["generations"]["samples"],
+                    report["candidate"]["generations"]["samples"])
+        same = [a["answer"] == b["answer"] for a, b in pairs]
+        report["divergence"] = {
+            "kl_champion_to_candidate": round(kl, 6) if math.isfinite(kl) else None,
+            "generation_agreement": round(sum(same) / len(same), 5) if same else None}
     return report
+
+
+def metric(entry: dict | None, name: str) -> float | None:
+    """One metric of a model's entry by dotted name ("new.eval_loss", "generations.pii_rate");
+    None when it was not measured or is not a finite number."""
+    value = entry
+    for key in name.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def load_sets(eval_file: Path, golden: Path | None, anchor: Path | None, replay: Path | None,
+              train_file: Path | None, replay_examples: int, seed: int) -> dict[str, list[dict]]:
+    def read(path: Path | None) -> list[dict]:
+        return list(read_jsonl(path)) if path and path.exists() else []
+
+    return {"new": read(eval_file), "golden": read(golden), "anchor": read(anchor),
+            "replay": replay_set(replay, train_file, replay_examples, seed) if replay else []}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,17 +217,23 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidate", type=Path)
     parser.add_argument("champion", type=Path)
-    parser.add_argument("eval_file", type=Path)
+    parser.add_argument("dataset_dir", type=Path, help="the dataset stage's output (eval.jsonl, train.jsonl)")
     parser.add_argument("report", type=Path)
+    parser.add_argument("--golden", type=Path, help="the frozen golden set (JSONL)")
+    parser.add_argument("--anchor", type=Path, help="the anchor set (JSONL)")
+    parser.add_argument("--replay", type=Path, help="the replay buffer the cycle started from")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
+    sets = load_sets(args.dataset_dir / "eval.jsonl", args.golden, args.anchor, args.replay,
+                     args.dataset_dir / "train.jsonl", params.evaluate.replay_examples, params.seed)
     report = run(params.evaluate, params.train, params.base.model, params.seed, args.candidate,
-                 args.champion, args.eval_file)
+                 args.champion, sets)
     write_json(args.report, report)
-    champion = report["champion"]["eval_loss"] if report["champion"] else "none"
-    print(f"evaluate: {report['examples']} examples; loss candidate {report['candidate']['eval_loss']}, "
-          f"champion {champion}, base {report['base']['eval_loss']}")
+    losses = {n: metric(report[n], "new.eval_loss") if report[n] else "none"
+              for n in ("candidate", "champion", "base")}
+    print(f"evaluate: {report['examples']}; new-data loss candidate {losses['candidate']}, "
+          f"champion {losses['champion']}, base {losses['base']}")
 
 
 if __name__ == "__main__":

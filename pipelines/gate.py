@@ -1,12 +1,13 @@
 """gate: decide whether the candidate may replace the champion, and say why.
 
-Following TFX's Evaluator ("blessing"), each check is either a value threshold (the candidate's
-eval loss is finite and below `gate.max_eval_loss`) or a change threshold against a baseline: the
-champion when there is one (eval loss at most `gate.max_regression` worse), else the bare base
-model (the first adapter must beat the model it adapts). The pairing margin may drop by at most
-`gate.max_pairing_margin_drop` against the champion (no baseline on the first cycle): loss alone misses an adapter trained on
-answers shuffled across questions, since it still learns their wording. A missing, corrupt or NaN candidate never passes.
-The verdict goes to reports/gate.json and, by register, to the model version's tags.
+Following TFX's Evaluator ("blessing"), every metric named in `gate.thresholds` (a set and a
+metric of reports/eval.json, e.g. `golden.eval_loss`, `generations.pii_rate`) may have a value
+threshold (min/max) and a change threshold against the champion (max_increase/max_decrease,
+relative). There is no baseline on the first cycle: only value thresholds apply, and the first
+adapter must beat the bare base model on the new data. A metric the candidate lacks (a missing,
+corrupt or NaN candidate) fails; a metric a set could not measure yet (no replay buffer on the
+first cycle) is recorded as not checked. The verdict goes to reports/gate.json and, by register,
+to the model version's tags.
 
     python -m pipelines.gate reports/eval.json reports/gate.json
 """
@@ -15,57 +16,68 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from pipelines import params as params_mod
+from pipelines.evaluate import metric
 from pipelines.records import write_json
 
-
-def _loss(entry: dict | None) -> float | None:
-    loss = (entry or {}).get("eval_loss")
-    return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None
+HEADLINE = "new.eval_loss"  # the number that must be measured for a candidate to count at all
 
 
 def decide(p: params_mod.GateParams, evaluation: dict) -> dict:
     """The verdict on one candidate: {"passed", "baseline", "checks": [...], "reasons": [...]}."""
-    candidate = _loss(evaluation.get("candidate"))
+    candidate, champion = evaluation.get("candidate") or {}, evaluation.get("champion")
+    has_champion = metric(champion, HEADLINE) is not None
     checks = []
 
-    def check(name: str, passed: bool, detail: str) -> None:
-        checks.append({"check": name, "passed": bool(passed), "detail": detail})
+    def check(name: str, passed: bool | None, detail: str) -> None:
+        checks.append({"check": name, "passed": passed, "detail": detail})
 
-    if candidate is None:
-        error = (evaluation.get("candidate") or {}).get("error", "eval loss is NaN or missing")
+    if metric(candidate, HEADLINE) is None:
+        error = candidate.get("error", "its loss on the new data is NaN or missing")
         check("candidate_scored", False, f"the candidate could not be scored: {error}")
-    else:
-        check("max_eval_loss", candidate <= p.max_eval_loss,
-              f"eval loss {candidate:.4f} vs value threshold {p.max_eval_loss}")
-        champion = _loss(evaluation.get("champion"))
-        base = _loss(evaluation.get("base"))
-        if champion is not None:
-            limit = champion * (1 + p.max_regression)
-            check("no_regression_vs_champion", candidate <= limit,
-                  f"eval loss {candidate:.4f} vs champion {champion:.4f} "
-                  f"(at most {p.max_regression:.0%} worse: {limit:.4f})")
-        elif base is not None:
-            check("beats_base_model", candidate < base,
-                  f"eval loss {candidate:.4f} vs base model {base:.4f} (first adapter: no champion yet)")
-        # Against the champion only: the bare base model knows only its pre-training answers,
-        # and a first adapter that learns new ones rightly narrows the margin it had on them.
-        margin = (evaluation.get("candidate") or {}).get("pairing_margin")
-        reference = (evaluation.get("champion") or {}).get("pairing_margin")
-        if champion is not None and margin is not None and reference is not None and reference > 0:
-            floor = reference * (1 - p.max_pairing_margin_drop)
-            check("answers_fit_questions", margin >= floor,
-                  f"pairing margin {margin:.4f} vs champion {reference:.4f} (at most "
-                  f"{p.max_pairing_margin_drop:.0%} lower: {floor:.4f}); a low margin means answers "
-                  "no longer depend on the question")
-    passed = all(c["passed"] for c in checks)
-    return {"passed": passed,
-            "baseline": "champion" if _loss(evaluation.get("champion")) is not None else "base",
+        return _verdict(checks, has_champion)
+    for name, t in p.thresholds.items():
+        value = metric(candidate, name)
+        if value is None:
+            # Measured for the base model but not the candidate: the candidate broke it.
+            measured = metric(evaluation.get("base"), name) is not None
+            check(name, False if measured else None,
+                  f"{name} is missing for the candidate" if measured else
+                  f"{name} not measured this cycle (no data for it yet)")
+            continue
+        if t.max is not None:
+            check(f"{name} <= {t.max}", value <= t.max, f"{name} {value:.4f} vs value threshold max {t.max}")
+        if t.min is not None:
+            check(f"{name} >= {t.min}", value >= t.min, f"{name} {value:.4f} vs value threshold min {t.min}")
+        reference = metric(champion, name) if has_champion else None
+        if reference is None or (t.max_increase is None and t.max_decrease is None):
+            continue
+        if t.max_increase is not None:
+            limit = reference + abs(reference) * t.max_increase
+            check(f"{name} change", value <= limit,
+                  f"{name} {value:.4f} vs champion {reference:.4f} (at most {t.max_increase:.0%} "
+                  f"higher: {limit:.4f})")
+        if t.max_decrease is not None:
+            limit = reference - abs(reference) * t.max_decrease
+            check(f"{name} change", value >= limit,
+                  f"{name} {value:.4f} vs champion {reference:.4f} (at most {t.max_decrease:.0%} "
+                  f"lower: {limit:.4f})" + ("; a low pairing margin means answers no longer depend "
+                                            "on the question" if "pairing_margin" in name else ""))
+    if not has_champion:
+        value, base = metric(candidate, HEADLINE), metric(evaluation.get("base"), HEADLINE)
+        if base is not None:
+            check("beats_base_model", value < base,
+                  f"{HEADLINE} {value:.4f} vs base model {base:.4f} (first adapter: no champion yet)")
+    return _verdict(checks, has_champion)
+
+
+def _verdict(checks: list[dict], has_champion: bool) -> dict:
+    failed = [c for c in checks if c["passed"] is False]
+    return {"passed": not failed, "baseline": "champion" if has_champion else "base",
             "checks": checks,
-            "reasons": [c["detail"] for c in checks if not c["passed"]] or ["all checks passed"]}
+            "reasons": [c["detail"] for c in failed] or ["all checks passed"]}
 
 
 def run(p: params_mod.GateParams, eval_report: Path, out: Path) -> dict:

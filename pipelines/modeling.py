@@ -111,13 +111,69 @@ def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, max_new_tokens: int, system: str | None = None) -> str:
-    """The assistant's answer to one user message, greedy, through the chat template."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}]
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
+    """The assistant's next message after `messages`, greedy, through the chat template."""
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                            return_tensors="pt")
     model.eval()
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def generate(model, tokenizer, prompt: str, max_new_tokens: int, system: str | None = None) -> str:
+    """The assistant's answer to one user message, greedy, through the chat template."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    return reply(model, tokenizer, messages, max_new_tokens)
+
+
+def load_adapters(model: str, quantization: str, adapters: dict[str, str | Path | None]):
+    """One base model with every adapter in `adapters` that loads, each under its own name.
+
+    Returns (model, errors): switch with `model.set_adapter(name)`, score the bare base inside
+    `model.disable_adapter()`; `errors` maps each adapter that did not load to why. One base in
+    memory however many adapters are compared.
+    """
+    from peft import PeftModel
+
+    base = load_base(model, quantization)
+    peft_model, errors = None, {}
+    for name, path in adapters.items():
+        if not is_adapter(path):
+            errors[name] = f"no adapter in {path}"
+            continue
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(base, str(path), adapter_name=name)
+            else:
+                peft_model.load_adapter(str(path), adapter_name=name)
+        except Exception as exc:  # a corrupt adapter is reported, not fatal
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            if peft_model is None:
+                base = load_base(model, quantization)  # a failed load may have half-wrapped it
+            elif name in peft_model.peft_config:
+                peft_model.delete_adapter(name)
+    if peft_model is not None:
+        peft_model.eval()
+    return (peft_model if peft_model is not None else base), errors
+
+
+@torch.no_grad()
+def output_divergence(model, reference: str, other: str, examples: list[dict], batch_size: int,
+                      pad_token_id: int) -> float:
+    """Mean KL(reference || other) of the next-token distributions over the labelled tokens:
+    how differently two adapters on the same base would answer the same conversations."""
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_token_id)
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX
+        logprobs = []
+        for name in (reference, other):
+            model.set_adapter(name)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logprobs.append(torch.log_softmax(logits[:, :-1].float(), dim=-1)[mask])
+        p_log, q_log = logprobs
+        total += float((p_log.exp() * (p_log - q_log)).sum())
+        tokens += int(mask.sum())
+    return total / tokens if tokens else math.nan

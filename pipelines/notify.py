@@ -2,7 +2,8 @@
 
 Alerts go to the Apprise URLs in the environment variable NIGHTSHIFT_ALERT_URLS (space- or
 comma-separated, e.g. "slack://T/B/C mailto://user:pass@example.com json://hooks.example.com/x").
-A cycle alerts when any stage failed, the gate rejected the candidate or the input drifted; with `notify.on_success`
+A cycle alerts when any stage failed, the gate rejected the candidate, or the input or the model
+drifted; with `notify.on_success`
 it also reports every successful cycle. Each alert says what happened and links to the Prefect
 flow run and the MLflow model version when their UIs are known (PREFECT_UI_URL, an http
 `registry.tracking_uri`).
@@ -27,7 +28,7 @@ def should_alert(summary: dict, p: params_mod.NotifyParams) -> bool:
         return True
     if (summary.get("gate") or {}).get("passed") is False:
         return True
-    if (summary.get("drift") or {}).get("alarm"):
+    if (summary.get("drift") or {}).get("alarm") or (summary.get("model_drift") or {}).get("alarm"):
         return True
     return p.on_success and summary.get("status") == "succeeded"
 
@@ -50,6 +51,15 @@ def compose(summary: dict, registry: params_mod.RegistryParams, flow_run_id: str
         title = f"nightshift cycle {cycle}: input drift ({', '.join(summary['drift']['alarms'])})"
         kind = "warning"
         lines.append(f"The new interactions differ from earlier cycles; see {summary['drift']['report']}.")
+        if (summary.get("model_drift") or {}).get("alarm"):
+            lines.append(f"The model drifted too ({', '.join(summary['model_drift']['alarms'])}); "
+                         f"see {summary['model_drift']['report']}.")
+        lines.append(f"Version {summary.get('version')}: {summary.get('reason', '')}")
+    elif (summary.get("model_drift") or {}).get("alarm"):
+        title = f"nightshift cycle {cycle}: model drift ({', '.join(summary['model_drift']['alarms'])})"
+        kind = "warning"
+        lines.append(f"Version {summary.get('version')} moved away from production or from its own "
+                     f"history; see {summary['model_drift']['report']}.")
         lines.append(f"Version {summary.get('version')}: {summary.get('reason', '')}")
     else:
         title = f"nightshift cycle {cycle}: version {summary.get('version')} registered"

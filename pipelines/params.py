@@ -82,6 +82,10 @@ class DriftParams:
     max_length_psi: float
     max_oov_rate: float
     max_topic_tvd: float
+    max_output_kl: float
+    trend_metrics: list[str]
+    trend_window: int
+    max_trend_increase: float
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,29 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
+    replay_examples: int
+    generation_examples: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class MetricThreshold:
+    """TFX-style bounds on one metric: a value threshold (min/max) and a change threshold against
+    the champion (max_increase/max_decrease, relative). Unset bounds are not checked."""
+    min: float | None = None
+    max: float | None = None
+    max_increase: float | None = None
+    max_decrease: float | None = None
+
+    def __post_init__(self):
+        if all(getattr(self, f.name) is None for f in fields(self)):
+            raise ParamsError("a gate threshold needs at least one of min, max, max_increase, "
+                              "max_decrease")
 
 
 @dataclass(frozen=True)
 class GateParams:
-    max_eval_loss: float
-    max_regression: float
-    max_pairing_margin_drop: float
+    thresholds: dict[str, MetricThreshold]
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,7 @@ _TYPE_CHECKS = {
     "bool": lambda v: isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
+    "float | None": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
 
@@ -183,7 +204,8 @@ def _build(cls: type, raw: Any, where: str):
         raise ParamsError(f"{where or 'params.yaml'} must be a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
-    missing = sorted(set(known) - set(raw))
+    optional = {f.name for f in fields(cls) if f.default is not dataclasses.MISSING}
+    missing = sorted(set(known) - set(raw) - optional)
     if unknown:
         raise ParamsError(f"unknown key(s) in params.yaml: {', '.join(where + k for k in unknown)}")
     if missing:
@@ -195,6 +217,12 @@ def _build(cls: type, raw: Any, where: str):
         sub = globals().get(hint)
         if dataclasses.is_dataclass(sub):
             values[name] = _build(sub, value, f"{where}{name}.")
+            continue
+        if hint.startswith("dict[str, "):  # a mapping of named sub-sections, e.g. gate.thresholds
+            sub = globals()[hint[len("dict[str, "):-1]]
+            if not isinstance(value, dict) or not value:
+                raise ParamsError(f"params.yaml: {where}{name} must be a non-empty mapping")
+            values[name] = {k: _build(sub, v, f"{where}{name}.{k}.") for k, v in value.items()}
             continue
         if not _TYPE_CHECKS[hint](value):
             raise ParamsError(f"params.yaml: {where}{name} must be {hint}, not {value!r}")

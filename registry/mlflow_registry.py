@@ -150,3 +150,24 @@ def status(p: params_mod.RegistryParams, last: int = 5) -> dict:
                       "gate": v.tags.get(f"{TAG}gate"), "eval_loss": v.tags.get(f"{TAG}eval_loss"),
                       "created": v.creation_timestamp} for v in versions],
     }
+
+
+def metric_history(p: params_mod.RegistryParams) -> list[dict]:
+    """Every version, oldest first, with its gate verdict and its run's metrics (for trends)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        versions = sorted(c.search_model_versions(f"name = '{p.model_name}'"), key=lambda v: int(v.version))
+    except MlflowException:
+        return []
+    return [{"version": str(v.version), "cycle": v.tags.get(f"{TAG}cycle"), "gate": v.tags.get(f"{TAG}gate"),
+             "metrics": dict(c.get_run(v.run_id).data.metrics) if v.run_id else {}} for v in versions]
+
+
+def log_reports(p: params_mod.RegistryParams, run_id: str, paths: list[Path]) -> None:
+    """Attach reports written after registration to the version's run."""
+    c = client(p)
+    for path in paths:
+        if path.exists():
+            c.log_artifact(run_id, str(path), artifact_path="reports")
