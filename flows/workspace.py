@@ -14,9 +14,10 @@ from pathlib import Path
 import pipelines
 
 PROJECT_ROOT = Path(pipelines.__file__).resolve().parent.parent
-# What a new workspace gets from the project: the stages' code (which dvc.yaml tracks as deps),
-# the DAG, the parameters and the bundled pre-training text.
-SCAFFOLD = ["pipelines", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml", ".dvcignore"]
+# What a new workspace gets from the project: the stages' code and the validate stage's GX
+# suites (which dvc.yaml tracks as deps), the DAG, the parameters and the bundled pre-training text.
+SCAFFOLD = ["pipelines", "validation", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml",
+            ".dvcignore"]
 WORKSPACE_GITIGNORE = """\
 # Local stores of this workspace (at scale these are servers: see README)
 /mlflow.db

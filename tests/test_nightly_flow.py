@@ -59,7 +59,7 @@ def test_malformed_records_land_in_quarantine_with_reasons_and_the_cycle_goes_on
     assert first["status"] == "succeeded"
     quarantined = [json.loads(l) for l in (ws / "data/validated/quarantine.jsonl").read_text().splitlines()]
     reasons = {r for q in quarantined for r in q["_reasons"]}
-    assert {"unparseable", "unknown_role", "empty_message", "missing_messages"} <= reasons
+    assert {"invalid_json", "unknown_role", "empty_message", "missing_messages"} <= reasons
 
 
 def test_first_cycle_registers_a_champion_with_lineage_tags(two_cycles):
