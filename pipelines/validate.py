@@ -108,6 +108,8 @@ def features(record: dict, reference: dt.datetime) -> dict:
              and isinstance(m.get("content"), str)]
     row["n_messages"] = len(messages)
     row["n_malformed_messages"] = len(messages) - len(turns)
+    if len(turns) < len(messages):
+        return row  # turn-level rules would only restate the schema error
     row["n_unknown_roles"] = sum(1 for m in turns if m["role"] not in ROLES)
     row["n_empty"] = sum(1 for m in turns if not m["content"].strip())
     row["max_chars"] = max((len(m["content"]) for m in turns), default=0)
