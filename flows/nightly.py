@@ -244,6 +244,10 @@ def _report_numbers(ws: Path, ran: set[str]) -> dict:
         validated = read_json(ws / "data/validated/report.json")
         out["quarantine_reasons"] = validated.get("quarantine_reasons")
         out["quarantined"] = validated.get("quarantined")
+        out["validation"] = {"batch_passed": validated.get("batch_passed"),
+                             "batch_failures": validated.get("batch_failures"),
+                             "data_docs": str(ws / "reports/data_docs/index.html")
+                             if (ws / "reports/data_docs/index.html").exists() else None}
     if "drift" in ran:
         drift = read_json(ws / "reports/drift.json")
         out["drift"] = {"alarm": drift.get("alarm"), "alarms": drift.get("alarms"),

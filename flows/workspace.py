@@ -14,10 +14,11 @@ from pathlib import Path
 import pipelines
 
 PROJECT_ROOT = Path(pipelines.__file__).resolve().parent.parent
-# What a new workspace gets from the project: the stages' code (which dvc.yaml tracks as deps),
-# the DAG, the parameters, the bundled pre-training text and the frozen evaluation sets.
-SCAFFOLD = ["pipelines", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml", ".dvcignore",
-            "data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
+# What a new workspace gets from the project: the stages' code and the validate stage's GX
+# suites (which dvc.yaml tracks as deps), the DAG, the parameters, the bundled pre-training text
+# and the frozen evaluation sets.
+SCAFFOLD = ["pipelines", "validation", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml",
+            ".dvcignore", "data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
 # Versioned with DVC in a workspace: each cycle's commit records exactly which sets it was judged on.
 EVAL_SETS = ["data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
 WORKSPACE_GITIGNORE = """\

@@ -57,9 +57,16 @@ class RedactParams:
 
 @dataclass(frozen=True)
 class ValidateParams:
+    """Every field is a suite parameter of the GX suites in validation/expectations/."""
     max_message_chars: int
+    future_tolerance_minutes: float
     min_records: int
+    max_records: int
     max_quarantine_rate: float
+    max_duplicate_rate: float
+    min_median_user_chars: float
+    max_median_user_chars: float
+    max_p95_user_chars: float
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,29 @@
-"""validate: a Great Expectations suite over redacted records; bad rows go to quarantine with a reason.
+"""validate: Great Expectations suites over redacted records; bad rows go to quarantine with reasons.
 
-Each record is described by a row of features (parse error, roles, turn counts, lengths,
-timestamp). Row-level expectations mark the rows that fail, each with a reason code from the
-expectation's `meta`; those rows are quarantined, the rest are clean. Batch-level expectations
-(volume, quarantine rate) then decide whether the cycle may go on: if not, the stage writes its
-outputs and report, and exits non-zero so nothing trains on a broken batch.
+The suites are kept in the repository as GX suite JSON (validation/expectations/): one row level,
+one batch level. Each expectation's `meta.reason` is a reason code; its thresholds are GX suite
+parameters (`{"$PARAMETER": "max_message_chars"}`) filled in from the `validate` section of
+params.yaml at validation time. A suite that names a parameter params.yaml lacks, or a validate
+param no suite uses, is an error: the suite files hold no thresholds of their own.
 
-    python -m pipelines.validate data/redacted data/validated
+Each record is described by a row of features (parse error, JSON types of its fields, turn
+counts, lengths, how far its timestamp lies in the future, residual PII found after redaction).
+Rows failing a row-level expectation are quarantined with its reason; the rest are clean. The
+batch-level suite (volume, quarantine and duplicate rates, user-message length distribution)
+then decides whether the cycle may go on: if not, the stage writes its outputs, its report and
+the Data Docs, and exits non-zero, so nothing trains on a broken batch. GX Data Docs (HTML) of
+both validations are written every cycle.
+
+    python -m pipelines.validate data/redacted data/validated --cycle 2026-01-05 \\
+        --suites validation/expectations --data-docs reports/data_docs
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import json
 import sys
 from pathlib import Path
 
@@ -19,151 +31,323 @@ import pandas as pd
 
 from pipelines import params as params_mod
 from pipelines.ingest import parse_timestamp
-from pipelines.records import ROLES, is_invalid, read_jsonl, write_json, write_jsonl
+from pipelines.records import ROLES, content_hash, is_invalid, read_jsonl, write_json, write_jsonl
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "validation" / "expectations"
+ROW_SUITE = "records_row_level"
+BATCH_SUITE = "records_batch_level"
+PARSE_ERRORS = {"invalid_utf8": "utf8_ok", "invalid_json": "json_ok", "not_an_object": "object_ok"}
+FEATURES = ["row", "utf8_ok", "json_ok", "object_ok", "other_parse_error", "id_type", "timestamp_ok", "minutes_in_future", "n_messages",
+            "n_malformed_messages", "n_unknown_roles", "n_user", "n_assistant", "n_empty",
+            "max_chars", "feedback_type", "metadata_type", "n_residual", "user_chars"]
 
 
 class BatchRejected(RuntimeError):
     """The batch as a whole failed its expectations; the cycle must not train on it."""
 
 
-def features(record: dict) -> dict:
-    """The columns the expectations look at, for one record."""
+class SuiteError(ValueError):
+    """A suite file is missing, malformed, or does not match params.yaml's validate section."""
+
+
+def json_type(value) -> str:
+    """The JSON type of a parsed value: null, boolean, integer, number, string, array, object."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def residual_count(record: dict) -> int:
+    """How many PII/secret types redact's residual scan still found (`_residual`); a malformed
+    `_residual` counts as a finding, since it cannot prove the record clean."""
+    residual = record.get("_residual")
+    if residual is None:
+        return 0
+    return len(residual) if isinstance(residual, list) else 1
+
+
+def features(record: dict, reference: dt.datetime) -> dict:
+    """The columns the row expectations look at, for one record.
+
+    A value that does not apply is None: GX skips nulls in column-value expectations, so a record
+    fails only the rules that describe what is wrong with it (a missing `messages` is
+    `missing_messages`, not also `no_user_turn`).
+    """
+    row = dict.fromkeys(FEATURES)
+    row["n_residual"] = residual_count(record)
     if is_invalid(record):
-        return {"parse_error": record["_error"].split(":")[0], "id": None, "timestamp_ok": False,
-                "n_messages": 0, "n_unknown_roles": 0, "n_user": 0, "n_assistant": 0,
-                "n_empty": 0, "max_chars": 0}
+        # records.parse_line's codes, in the order it tries: utf-8, then JSON, then an object.
+        code = record["_error"].split(":")[0]
+        for known, column in PARSE_ERRORS.items():
+            row[column] = code != known
+            if code == known:
+                return row
+        row["other_parse_error"] = code
+        return row
+    record_id = record.get("id")
+    row["id_type"] = "missing" if record_id is None or record_id == "" else json_type(record_id)
+    ts = parse_timestamp(record.get("timestamp"))
+    row["timestamp_ok"] = ts is not None
+    if ts is not None:
+        row["minutes_in_future"] = (ts - reference).total_seconds() / 60
+    row["feedback_type"] = json_type(record.get("feedback"))
+    row["metadata_type"] = json_type(record.get("metadata"))
+
     messages = record.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    turns = [m for m in messages if isinstance(m, dict)]
-    contents = [m.get("content") for m in turns]
-    return {
-        "parse_error": None,
-        "id": record.get("id") if isinstance(record.get("id"), (str, int)) else None,
-        "timestamp_ok": parse_timestamp(record.get("timestamp")) is not None,
-        "n_messages": len(turns) if len(turns) == len(messages) else 0,
-        "n_unknown_roles": sum(1 for m in turns if m.get("role") not in ROLES),
-        "n_user": sum(1 for m in turns if m.get("role") == "user"),
-        "n_assistant": sum(1 for m in turns if m.get("role") == "assistant"),
-        "n_empty": sum(1 for c in contents if not isinstance(c, str) or not c.strip()),
-        "max_chars": max((len(c) for c in contents if isinstance(c, str)), default=0),
-    }
+    if messages is None:
+        row["n_messages"] = 0
+        return row
+    if not isinstance(messages, list):
+        row["n_malformed_messages"] = 1  # the whole field has the wrong type
+        return row
+    turns = [m for m in messages if isinstance(m, dict) and isinstance(m.get("role"), str)
+             and isinstance(m.get("content"), str)]
+    row["n_messages"] = len(messages)
+    row["n_malformed_messages"] = len(messages) - len(turns)
+    if len(turns) < len(messages):
+        return row  # turn-level rules would only restate the schema error
+    row["n_unknown_roles"] = sum(1 for m in turns if m["role"] not in ROLES)
+    row["n_empty"] = sum(1 for m in turns if not m["content"].strip())
+    row["max_chars"] = max((len(m["content"]) for m in turns), default=0)
+    if messages:
+        row["n_user"] = sum(1 for m in turns if m["role"] == "user")
+        row["n_assistant"] = sum(1 for m in turns if m["role"] == "assistant")
+    row["user_chars"] = sum(len(m["content"]) for m in turns if m["role"] == "user")
+    return row
 
 
-def row_suite(p: params_mod.ValidateParams):
-    """Row-level expectations; each `meta.reason` is the quarantine reason code."""
+def load_suite(name: str, suite_dir: Path, p: params_mod.ValidateParams):
+    """A GX ExpectationSuite from `suite_dir/<name>.json`, checked against params.yaml.
+
+    Returns (suite, suite parameters): the parameters are the validate params the suite names.
+    """
     import great_expectations as gx
-    import great_expectations.expectations as gxe
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    suite = gx.ExpectationSuite(name="records_row_level")
-    for expectation in [
-        gxe.ExpectColumnValuesToBeNull(column="parse_error", meta={"reason": "unparseable"}),
-        gxe.ExpectColumnValuesToNotBeNull(column="id", meta={"reason": "missing_id"}),
-        gxe.ExpectColumnValuesToBeInSet(column="timestamp_ok", value_set=[True],
-                                        meta={"reason": "bad_timestamp"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_messages", min_value=1,
-                                          meta={"reason": "missing_messages"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_unknown_roles", max_value=0,
-                                          meta={"reason": "unknown_role"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_user", min_value=1,
-                                          meta={"reason": "no_user_turn"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_assistant", min_value=1,
-                                          meta={"reason": "no_assistant_turn"}),
-        gxe.ExpectColumnValuesToBeBetween(column="n_empty", max_value=0,
-                                          meta={"reason": "empty_message"}),
-        gxe.ExpectColumnValuesToBeBetween(column="max_chars", max_value=p.max_message_chars,
-                                          meta={"reason": "message_too_long"}),
-    ]:
-        suite.add_expectation(expectation)
-    return suite
-
-
-def batch_suite(p: params_mod.ValidateParams):
-    """Batch-level expectations: enough records, and not too many of them quarantined."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-
-    suite = gx.ExpectationSuite(name="records_batch_level")
-    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(
-        min_value=p.min_records, meta={"reason": "too_few_records"}))
-    suite.add_expectation(gxe.ExpectColumnMeanToBeBetween(
-        column="quarantined", max_value=p.max_quarantine_rate,
-        meta={"reason": "quarantine_rate_too_high"}))
-    return suite
+    path = suite_dir / f"{name}.json"
+    if not path.exists():
+        raise SuiteError(f"expectation suite {path} not found: run from a nightshift workspace "
+                         "or pass --suites DIR (the project keeps them in validation/expectations/)")
+    try:
+        spec = json.loads(path.read_text())
+        configs = [ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta"))
+                   for e in spec["expectations"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SuiteError(f"{path} is not a GX expectation suite: {exc}") from exc
+    reasons = [(c.meta or {}).get("reason") for c in configs]
+    if None in reasons or len(set(reasons)) != len(reasons):
+        raise SuiteError(f"{path}: every expectation needs its own meta.reason, got {reasons}")
+    thresholds = dataclasses.asdict(p)
+    named = suite_parameter_names(spec)
+    unknown = sorted(named - set(thresholds))
+    if unknown:
+        raise SuiteError(f"{path} uses suite parameter(s) {', '.join(unknown)} that params.yaml's "
+                         "validate section does not define: add them there (with a why-comment) "
+                         "and to ValidateParams")
+    suite = gx.ExpectationSuite(name=spec.get("name", name), meta=spec.get("meta"))
+    for config in configs:
+        suite.add_expectation_configuration(config)
+    if len(suite.expectations) != len(configs):  # GX replaces a second one on the same column
+        raise SuiteError(f"{path}: two expectations of one type on one column; GX keeps only "
+                         "one of them. Give each rule a feature column of its own")
+    return suite, {k: v for k, v in thresholds.items() if k in named}
 
 
-def _validate(context, frame: pd.DataFrame, suite, name: str):
-    batch = (context.data_sources.add_pandas(name).add_dataframe_asset(name)
-             .add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": frame}))
-    return batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                "unexpected_index_column_names": ["row"]})
+def suite_parameter_names(spec: dict) -> set[str]:
+    """The `$PARAMETER` names a suite file's expectations use."""
+    return {v["$PARAMETER"] for e in spec["expectations"] for v in e["kwargs"].values()
+            if isinstance(v, dict) and "$PARAMETER" in v}
 
 
-def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path) -> dict:
+def check_params_are_all_used(suite_dir: Path, p: params_mod.ValidateParams) -> None:
+    """Every validate param must be a threshold of some suite: a param no suite reads would be a
+    number that silently does nothing."""
+    used = set()
+    for name in (ROW_SUITE, BATCH_SUITE):
+        path = suite_dir / f"{name}.json"
+        if path.exists():
+            used |= suite_parameter_names(json.loads(path.read_text()))
+    unused = sorted(set(dataclasses.asdict(p)) - used)
+    if unused:
+        raise SuiteError(f"params.yaml validate.{', validate.'.join(unused)} is used by no suite "
+                         f"in {suite_dir}: reference it as {{\"$PARAMETER\": \"{unused[0]}\"}} "
+                         "in an expectation or remove it")
+
+
+class Validator:
+    """One ephemeral GX context: the two suites, a Data Docs site, one checkpoint per suite."""
+
+    def __init__(self, p: params_mod.ValidateParams, suite_dir: Path, data_docs: Path | None,
+                 run_name: str):
+        import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context = gx.get_context(mode="ephemeral")  # nothing written but the Data Docs
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.sites = []
+        if data_docs is not None:
+            self.context.add_data_docs_site("cycle", {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                  "base_directory": str(data_docs.resolve())},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+            self.sites = ["cycle"]
+        self.run_id = RunIdentifier(run_name=run_name)
+        self.suites = {name: load_suite(name, suite_dir, p) for name in (ROW_SUITE, BATCH_SUITE)}
+        check_params_are_all_used(suite_dir, p)
+
+    def validate(self, name: str, frame: pd.DataFrame):
+        """Validate `frame` against suite `name`; returns the GX ExpectationSuiteValidationResult."""
+        import great_expectations as gx
+
+        suite, parameters = self.suites[name]
+        suite = self.context.suites.add(suite)
+        batch_definition = (self.context.data_sources.add_pandas(name).add_dataframe_asset(name)
+                            .add_batch_definition_whole_dataframe(name))
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=self.sites)
+                   ] if self.sites else []
+        checkpoint = self.context.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[definition], actions=actions,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]}))
+        result = checkpoint.run(batch_parameters={"dataframe": frame},
+                                expectation_parameters=parameters, run_id=self.run_id)
+        [validation] = result.run_results.values()
+        return validation
+
+
+def reference_time(cycle: str | None) -> dt.datetime:
+    """What "in the future" is measured from: the end of the cycle's day (deterministic, so `dvc
+    repro` of a past cycle quarantines the same records), or now when no cycle is given."""
+    if cycle is None:
+        return dt.datetime.now(dt.timezone.utc)
+    day = dt.date.fromisoformat(cycle)
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+def exact_duplicates(records: list[dict], clean_rows: list[int]) -> set[int]:
+    """Rows of clean records that repeat an earlier clean record's id or exact conversation."""
+    seen_ids, seen_content, duplicates = set(), set(), set()
+    for i in clean_rows:
+        record_id, key = json.dumps(records[i]["id"]), content_hash(records[i])
+        if record_id in seen_ids or key in seen_content:
+            duplicates.add(i)
+        seen_ids.add(record_id)
+        seen_content.add(key)
+    return duplicates
+
+
+def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str | None = None,
+        suite_dir: Path = SUITE_DIR, data_docs: Path | None = None) -> dict:
     """Split redacted records into clean and quarantined, and check the batch.
 
     Args:
-        p: the `validate` section of params.yaml.
-        redacted: records.jsonl from redact.
-        out_dir: gets clean.jsonl, quarantine.jsonl (each record with `_reasons`), report.json.
+        p: the `validate` section of params.yaml (the suites' thresholds).
+        redacted: records.jsonl from redact (one line per pulled line, in order).
+        out_dir: gets clean.jsonl, quarantine.jsonl and report.json. Each quarantined record
+            carries `_reasons` (reason codes) and `_line` (its line in `redacted`, the same as in
+            the cycle's raw snapshot, where the bytes pulled are kept as they were).
+        cycle: the cycle's date (YYYY-MM-DD); timestamps after its end by more than
+            `future_tolerance_minutes` are quarantined. None: measured from now.
+        suite_dir: the folder of the GX suite files.
+        data_docs: where to write the GX Data Docs site (index.html), or None for none.
     Returns:
-        the report; raises BatchRejected after writing it if a batch expectation failed.
+        the report; raises BatchRejected after writing everything if a batch expectation failed.
     """
     records = list(read_jsonl(redacted))
-    frame = pd.DataFrame([{"row": i, **features(r)} for i, r in enumerate(records)],
-                         columns=["row", "parse_error", "id", "timestamp_ok", "n_messages",
-                                  "n_unknown_roles", "n_user", "n_assistant", "n_empty", "max_chars"])
-    import great_expectations as gx
+    reference = reference_time(cycle)
+    frame = pd.DataFrame([{**features(r, reference), "row": i} for i, r in enumerate(records)],
+                         columns=FEATURES)
+    validator = Validator(p, suite_dir, data_docs, run_name=cycle or "validate")
 
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")  # in memory: the suites live in this module
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one line per stage
     reasons: dict[int, list[str]] = {}
-    if records:
-        for result in _validate(context, frame, row_suite(p), "rows").results:
-            for index in result.result.get("unexpected_index_list") or []:
-                reasons.setdefault(index["row"], []).append(result.expectation_config.meta["reason"])
-    # Without a parse, the other checks only repeat the one real reason.
-    reasons = {i: ["unparseable"] if "unparseable" in r else r for i, r in reasons.items()}
+    row_result = validator.validate(ROW_SUITE, frame.drop(columns=["user_chars"]))
+    for result in row_result.results:
+        if result.exception_info and result.exception_info.get("raised_exception"):
+            raise RuntimeError(f"expectation {result.expectation_config.type} on "
+                               f"{result.expectation_config.kwargs.get('column')} could not run: "
+                               f"{result.exception_info.get('exception_message')}")
+        for index in result.result.get("unexpected_index_list") or []:
+            reasons.setdefault(int(index["row"]), []).append(result.expectation_config.meta["reason"])
 
-    clean = [r for i, r in enumerate(records) if i not in reasons]
-    quarantine = [{**r, "_reasons": reasons[i]} for i, r in enumerate(records) if i in reasons]
+    clean_rows = [i for i in range(len(records)) if i not in reasons]
+    clean = [records[i] for i in clean_rows]
+    quarantine = [{**records[i], "_reasons": reasons[i], "_line": i + 1} for i in sorted(reasons)]
     write_jsonl(out_dir / "clean.jsonl", clean)
     write_jsonl(out_dir / "quarantine.jsonl", quarantine)
 
+    duplicates = exact_duplicates(records, clean_rows)
     frame["quarantined"] = frame["row"].isin(list(reasons)).astype(float)
-    batch = _validate(context, frame, batch_suite(p), "batch")
-    failed = [r.expectation_config.meta["reason"] for r in batch.results if not r.success]
+    frame["duplicate"] = frame["row"].isin(list(duplicates)).astype(float)
+    frame.loc[frame["quarantined"] > 0, "user_chars"] = None  # lengths of clean records only
+    frame["user_chars"] = frame["user_chars"].astype(float)
+    batch_result = validator.validate(BATCH_SUITE, frame[["row", "quarantined", "duplicate",
+                                                          "user_chars"]])
+    checks = {}
+    for result in batch_result.results:
+        observed = result.result.get("observed_value")
+        if observed is None and result.result.get("unexpected_percent") is not None:
+            observed = f"{result.result['unexpected_percent']:.1f}% of clean records above"
+        checks[result.expectation_config.meta["reason"]] = {
+            "passed": bool(result.success), "observed": _plain(observed)}
+    failed = [reason for reason, check in checks.items() if not check["passed"]]
+
     reason_counts: dict[str, int] = {}
     for rs in reasons.values():
         for reason in rs:
             reason_counts[reason] = reason_counts.get(reason, 0) + 1
+    user_chars = frame["user_chars"].dropna()
     report = {"records": len(records), "clean": len(clean), "quarantined": len(quarantine),
               "quarantine_reasons": dict(sorted(reason_counts.items())),
-              "batch_passed": not failed, "batch_failures": failed}
+              "exact_duplicates": len(duplicates),
+              "user_chars_median": _plain(user_chars.median()) if len(user_chars) else None,
+              "user_chars_p95": _plain(user_chars.quantile(0.95)) if len(user_chars) else None,
+              "batch_passed": not failed, "batch_failures": failed, "batch_checks": checks,
+              "data_docs": str(data_docs / "index.html") if data_docs is not None else None}
     write_json(out_dir / "report.json", report)
     if failed:
+        details = "; ".join(f"{r} (observed {checks[r]['observed']})" for r in failed)
         raise BatchRejected(
-            f"batch rejected ({', '.join(failed)}): {len(quarantine)} of {len(records)} records "
-            f"quarantined, see {out_dir / 'quarantine.jsonl'} for reasons; fix the source or "
-            "adjust validate.* in params.yaml")
+            f"batch rejected: {details}. {len(quarantine)} of {len(records)} records quarantined "
+            f"(see {out_dir / 'quarantine.jsonl'} for reasons"
+            + (f", {data_docs / 'index.html'} for the validation report" if data_docs else "")
+            + "); fix the source or adjust validate.* in params.yaml")
     return report
+
+
+def _plain(value):
+    """A JSON-friendly number (GX and pandas hand back numpy scalars)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("redacted_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("redacted_dir", type=Path, help="redact's output folder (records.jsonl)")
+    parser.add_argument("out_dir", type=Path, help="gets clean.jsonl, quarantine.jsonl, report.json")
+    parser.add_argument("--cycle", help="the cycle's date, YYYY-MM-DD: future timestamps are "
+                        "measured from the end of that day (default: from now)")
+    parser.add_argument("--suites", type=Path, default=SUITE_DIR,
+                        help="folder of the GX suite files (default: %(default)s)")
+    parser.add_argument("--data-docs", type=Path, help="write the GX Data Docs site here")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
         report = run(params_mod.load(args.params).validate, args.redacted_dir / "records.jsonl",
-                     args.out_dir)
-    except BatchRejected as exc:
+                     args.out_dir, args.cycle, args.suites, args.data_docs)
+    except (BatchRejected, SuiteError) as exc:
         sys.exit(f"validate: {exc}")
     print(f"validate: {report['clean']} clean, {report['quarantined']} quarantined "
-          f"{report['quarantine_reasons']}")
+          f"{report['quarantine_reasons']}"
+          + (f"; Data Docs: {report['data_docs']}" if report["data_docs"] else ""))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_malformed_records_land_in_quarantine_with_reasons_and_the_cycle_goes_on
     assert first["status"] == "succeeded"
     quarantined = [json.loads(l) for l in (ws / "data/validated/quarantine.jsonl").read_text().splitlines()]
     reasons = {r for q in quarantined for r in q["_reasons"]}
-    assert {"unparseable", "unknown_role", "empty_message", "missing_messages"} <= reasons
+    assert {"invalid_json", "unknown_role", "empty_message", "missing_messages"} <= reasons
 
 
 def test_first_cycle_registers_a_champion_with_lineage_tags(two_cycles):
@@ -164,6 +164,9 @@ def test_a_batch_failing_its_expectations_stops_before_training_registers_nothin
     summary = json.loads((ws / "reports/summary.json").read_text())
     assert summary["status"] == "failed" and summary["failed_stage"] == "validate"
     assert summary["pulled"] == 30 and summary["quarantined"] == 20
+    assert summary["validation"]["batch_failures"] == ["quarantine_rate_too_high"]
+    assert summary["validation"]["data_docs"] == str(ws / "reports/data_docs/index.html")
+    assert (ws / "reports/data_docs/index.html").exists()  # written although the batch failed
     assert "train" not in summary and "train" not in summary["timings"]
     assert not (ws / "models/candidate").exists()
     with __import__("contextlib").chdir(ws):
