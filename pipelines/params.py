@@ -39,12 +39,17 @@ class BaseParams:
 class SourceParams:
     url: str
     table: str
+    chunk_rows: int
 
 
 @dataclass(frozen=True)
 class IngestParams:
     retries: int
-    retry_delay_seconds: float
+    retry_backoff_seconds: float
+
+    def retry_delays(self) -> list[float]:
+        """Exponential backoff: the first wait, then twice as long before each next attempt."""
+        return [self.retry_backoff_seconds * 2 ** i for i in range(self.retries)]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class ValidateParams:
 @dataclass(frozen=True)
 class DatasetParams:
     eval_fraction: float
+    near_duplicate_threshold: float
+    shingle_words: int
+    minhash_num_perm: int
+    exclude_feedback: list[str]
 
 
 @dataclass(frozen=True)
