@@ -202,7 +202,7 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
 
     try:
         ingest_with_retries = ingest.with_options(retries=p.ingest.retries,
-                                                  retry_delay_seconds=p.ingest.retry_delays())
+                                                  retry_delay_seconds=p.ingest.retry_delays() or 0)
         pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
         pinned = step("pin_inputs", pin_inputs, ws, day)

@@ -73,7 +73,13 @@ def near_deduplicate(records: list[dict], buffer: list[dict], p: params_mod.Data
         m.update_batch(list(shingles(record, p.shingle_words)))
         return m
 
-    lsh = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_num_perm)
+    try:
+        lsh = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_num_perm)
+    except ValueError as exc:
+        raise params_mod.ParamsError(
+            f"dataset.near_duplicate_threshold {p.near_duplicate_threshold} with "
+            f"dataset.minhash_num_perm {p.minhash_num_perm}: {exc}; use a threshold between 0 "
+            "and 1 and, for one close to 1, more permutations") from exc
     signatures: dict[str, MinHash] = {}
     for i, r in enumerate(buffer):
         key = f"replay:{i}"
