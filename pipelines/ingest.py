@@ -105,12 +105,13 @@ def _stamp(raw: bytes, ts: dt.datetime) -> bytes:
 def read_jsonl_file(file: Path, ledger: dict[str, dict]) -> Iterator[Line]:
     """The lines of one JSONL file not pulled before, each with the timestamp it is pulled by.
 
-    `ledger` (path -> {"bytes", "sha256"}) holds how much of each file-dated file earlier cycles
-    pulled; if the file still starts with exactly those bytes they are skipped, and after the
-    read the entry covers the whole file. Raises SourceError if the file vanishes, is replaced
-    or shrinks while it is read.
+    `ledger` (file name -> {"bytes", "sha256", "mtime"}) holds how much of each file-dated file
+    earlier cycles pulled; if the file still starts with exactly those bytes they are skipped,
+    and after the read the entry covers the whole file. Keyed by name, not path, so a workspace
+    or log folder that moves keeps its ledger. Raises SourceError if the file vanishes, is
+    replaced or shrinks while it is read.
     """
-    key = str(file.resolve())
+    key = file.name
     with open(file, "rb") as f:
         opened = os.fstat(f.fileno())
         mtime = dt.datetime.fromtimestamp(opened.st_mtime, dt.timezone.utc)
