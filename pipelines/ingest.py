@@ -342,7 +342,7 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
     new_state = {"timestamp": iso(new_watermark), "cycle": date.isoformat()}
     if ledger:
         new_state["files"] = ledger
-    pending.write_text(json.dumps(new_state, indent=2) + "\n")
+    _write_atomically(pending, json.dumps(new_state, indent=2) + "\n")
     tmp.rename(snapshot)  # the commit point: a crash before it leaves no snapshot, after it ...
     pending.replace(watermark_file)  # ... the next run completes the watermark (see above)
     _write_cycle(cycle_file, date, snapshot)
