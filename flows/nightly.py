@@ -36,18 +36,45 @@ class AccountingError(AssertionError):
     """pulled != clean + quarantined + duplicates: a record went missing."""
 
 
-@task(name="ingest", retries=3, retry_delay_seconds=[5, 15, 45])
+def _retry_source_errors(task, task_run, state) -> bool:
+    """Retry only what a retry can fix: a source that could not be read, not a bad params.yaml."""
+    try:
+        state.result()
+    except ingest_stage.SourceError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="ingest", retry_condition_fn=_retry_source_errors)
 def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
-    """Pull records newer than the watermark into data/raw/<date>.jsonl and pin it with DVC."""
+    """Pull records newer than the watermark into data/raw/<date>.jsonl and pin it with DVC.
+
+    Retried (ingest.retries, exponential backoff from ingest.retry_backoff_seconds; the flow sets
+    both from params.yaml) while the source cannot be read; the watermark moves only on success.
+    """
+    from prefect.runtime import task_run
+
+    log = get_run_logger()
     p = params_mod.load(ws / "params.yaml")
-    source = p.source if source_url is None else params_mod.SourceParams(source_url, p.source.table)
+    source = p.source if source_url is None else dataclasses.replace(p.source, url=source_url)
     if not ingest_stage.is_sql_url(source.url):
-        source = params_mod.SourceParams(str((ws / source.url).resolve()), source.table)
-    with chdir(ws):
-        metrics = ingest_stage.run(source, date)
+        source = dataclasses.replace(source, url=str((ws / source.url).resolve()))
+    attempt, attempts = task_run.run_count or 1, p.ingest.retries + 1
+    try:
+        with chdir(ws):
+            metrics = ingest_stage.run(source, date, log=log.info)
+    except ingest_stage.SourceError as exc:
+        if attempt < attempts:
+            log.warning("ingest attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
+        raise ingest_stage.SourceError(f"{exc} (attempt {attempt} of {attempts})") from exc
     wsp.dvc(ws, "add", "-q", metrics["snapshot"])
-    get_run_logger().info("ingest: %d records pulled for %s (watermark %s)",
-                          metrics["pulled"], date, metrics["watermark"])
+    log.info("ingest: %d records pulled for %s (watermark %s)",
+             metrics["pulled"], date, metrics["watermark"])
+    if metrics.get("future_records"):
+        log.warning("ingest: %d records in the source are stamped in the future; they stay there "
+                    "until their night (check the logging clock upstream)", metrics["future_records"])
     return metrics
 
 
@@ -157,12 +184,16 @@ def accounting(ws: Path, pulled: int) -> dict:
     dataset = read_json(ws / "data/dataset/report.json")
     counts = {"pulled": pulled, "clean": dataset.get("unique"),
               "quarantined": validated.get("quarantined"), "duplicates": dataset.get("duplicates")}
+    # The parts, for the summary: clean includes the records kept out of training by their
+    # feedback; duplicates are exact ones plus near ones within the batch and to the replay buffer.
+    parts = {k: dataset.get(k) for k in ("filtered_feedback", "exact_duplicates",
+                                         "near_duplicates_in_batch", "near_duplicates_of_replay")}
     if None in counts.values():
-        return {**counts, "balanced": None}
+        return {**counts, **parts, "balanced": None}
     balanced = counts["pulled"] == counts["clean"] + counts["quarantined"] + counts["duplicates"]
     if not balanced:
         raise AccountingError(f"records unaccounted for: {counts}")
-    return {**counts, "balanced": True}
+    return {**counts, **parts, "balanced": True}
 
 
 def write_summary(ws: Path, summary: dict) -> None:
@@ -196,7 +227,9 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         return result
 
     try:
-        pulled = step("ingest", ingest, ws, day, source)
+        ingest_with_retries = ingest.with_options(retries=p.ingest.retries,
+                                                  retry_delay_seconds=p.ingest.retry_delays() or 0)
+        pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
         pinned = step("pin_inputs", pin_inputs, ws, day)
         summary["parent_version"] = pinned["parent_version"]

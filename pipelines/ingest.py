@@ -1,22 +1,46 @@
 """ingest: pull the interactions newer than the watermark, up to the end of the cycle's day.
 
-Writes the raw lines exactly as pulled to data/raw/<date>.jsonl (the cycle's pinned snapshot),
-points data/cycle.yaml at it, and moves the watermark in data/watermark.json. Ingest reads a live
+Writes the lines as pulled to data/raw/<date>.jsonl (the cycle's pinned snapshot), points
+data/cycle.yaml at it, and moves the watermark in data/watermark.json. Ingest reads a live
 source, so it sits outside the DVC DAG; the snapshot it writes is what the DAG reproduces from.
 
 Sources (source.url in params.yaml):
-  - a folder of *.jsonl files, or one .jsonl file (log files as written by the assistant)
+  - a folder of *.jsonl files, or one .jsonl file (log files as written by the assistant, or
+    OpenAI-style fine-tuning files)
   - any SQLAlchemy URL (sqlite:///..., postgresql://...) with a table holding `id`, `timestamp`
-    and either a `record` column of JSON text or the record's fields as columns
+    and either a `record` column of JSON text or the record's fields as columns; it is read in
+    chunks of source.chunk_rows rows
+
+The rules that keep the watermark honest:
+  - All or nothing. A source that fails, vanishes or is truncated while being read leaves no
+    snapshot and does not move the watermark; the cycle fails and the next attempt reads again.
+  - A cycle pulls records stamped after the watermark and before the end of its day (midnight
+    UTC, which belongs to the next day) or the present, whichever is earlier. A record stamped in the future stays in the source until
+    its night comes (counted as `future_records`), so a wrong clock upstream can never push the
+    watermark past records that have not been written yet.
+  - Order does not matter: every record in the window is pulled, whatever its place in the file.
+  - A line without a readable timestamp takes the timestamp of its neighbour in the same file
+    (log files are written in time order), so it is pulled once, by its neighbours' cycle.
+  - A file in which no line has a timestamp (an OpenAI-style fine-tuning file: {"messages"} or
+    {"prompt", "completion"} lines) is dated by its modification time: its lines are pulled by
+    the first cycle whose window reaches that time, written to the snapshot with that time as
+    their `timestamp` (and `metadata.timestamp_from: "file_mtime"`), and the watermark file
+    records how many of its bytes were pulled. Pulling the same file again adds nothing; lines
+    appended later are pulled by the cycle that reaches the file's new modification time. Such
+    files do not move the watermark, which stays the time of the newest record that had its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -30,6 +54,12 @@ EPOCH = "1970-01-01T00:00:00Z"
 
 class SourceError(RuntimeError):
     """The source could not be read; the watermark has not moved."""
+
+
+class Line(NamedTuple):
+    timestamp: dt.datetime | None
+    raw: bytes
+    file_dated: bool  # True: the timestamp is the file's modification time, not the record's
 
 
 def parse_timestamp(value) -> dt.datetime | None:
@@ -50,46 +80,105 @@ def iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def read_jsonl_source(path: Path) -> Iterator[tuple[dt.datetime | None, bytes]]:
-    """(timestamp, raw line) for every non-empty line of the JSONL files under `path`.
+def _line_timestamp(raw: bytes) -> dt.datetime | None:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return parse_timestamp(data.get("timestamp")) if isinstance(data, dict) else None
 
-    A line whose timestamp cannot be read (broken JSON, say) takes the timestamp of the line
-    before it in the same file (or the next one, at the top of a file), since log files are
-    written in time order: so it is pulled exactly once, by the cycle of its neighbours.
+
+def _stamp(raw: bytes, ts: dt.datetime) -> bytes:
+    """A JSON object line with the file's time as its timestamp; other lines stay as they are."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw
+    if not isinstance(data, dict):
+        return raw
+    data["timestamp"] = iso(ts)
+    if isinstance(data.get("metadata", {}), dict):
+        data["metadata"] = {**data.get("metadata", {}), "timestamp_from": "file_mtime"}
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+def read_jsonl_file(file: Path, ledger: dict[str, dict]) -> Iterator[Line]:
+    """The lines of one JSONL file not pulled before, each with the timestamp it is pulled by.
+
+    `ledger` (file name -> {"bytes", "sha256", "mtime"}) holds how much of each file-dated file
+    earlier cycles pulled; if the file still starts with exactly those bytes they are skipped,
+    and after the read the entry covers the whole file. Keyed by name, not path, so a workspace
+    or log folder that moves keeps its ledger. Raises SourceError if the file vanishes, is
+    replaced or shrinks while it is read.
     """
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    for file in files:
+    key = file.name
+    with open(file, "rb") as f:
+        opened = os.fstat(f.fileno())
+        mtime = dt.datetime.fromtimestamp(opened.st_mtime, dt.timezone.utc)
+        digest, offset = hashlib.sha256(), 0
+        seen = ledger.get(key)
+        if seen and opened.st_size >= seen["bytes"]:
+            prefix = f.read(seen["bytes"])
+            if hashlib.sha256(prefix).hexdigest() == seen["sha256"]:
+                digest.update(prefix)
+                offset = len(prefix)
+            else:  # rewritten, not appended to: all of it is new
+                f.seek(0)
         pending: list[bytes] = []
         last: dt.datetime | None = None
-        with open(file, "rb") as f:
-            for raw in f:
-                raw = raw.rstrip(b"\r\n")
-                if not raw.strip():
-                    continue
-                ts = None
-                try:
-                    data = json.loads(raw)
-                    if isinstance(data, dict):
-                        ts = parse_timestamp(data.get("timestamp"))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    pass
-                if ts is None and last is None:
-                    pending.append(raw)
-                    continue
-                if ts is None:
-                    ts = last
-                for held in pending:
-                    yield ts, held
-                pending = []
-                last = ts
-                yield ts, raw
-        for held in pending:  # a file with no readable timestamp at all
-            yield None, held
+        dated = False
+        for raw in f:
+            digest.update(raw)
+            offset += len(raw)
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            ts = _line_timestamp(raw)
+            if ts is None and last is None:
+                pending.append(raw)
+                continue
+            dated = True
+            if ts is None:
+                ts = last
+            for held in pending:
+                yield Line(ts, held, False)
+            pending = []
+            last = ts
+            yield Line(ts, raw, False)
+        _check_unchanged(file, opened, offset)
+    if not dated:  # no line has a timestamp of its own: the file's time dates them all
+        for held in pending:
+            yield Line(mtime, _stamp(held, mtime), True)
+        ledger[key] = {"bytes": offset, "sha256": digest.hexdigest(), "mtime": iso(mtime)}
 
 
-def read_sql_source(url: str, table: str, after: dt.datetime, until: dt.datetime
-                    ) -> Iterator[tuple[dt.datetime | None, bytes]]:
-    """(timestamp, raw line) for rows with after < timestamp <= until, in timestamp order."""
+def _check_unchanged(file: Path, opened: os.stat_result, offset: int) -> None:
+    """The file read to its end is still the file that was opened, with all the bytes read."""
+    try:
+        now = os.stat(file)
+    except FileNotFoundError:
+        raise SourceError(f"{file} disappeared while it was being read") from None
+    if (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev):
+        raise SourceError(f"{file} was replaced while it was being read")
+    if offset < opened.st_size or now.st_size < offset:
+        raise SourceError(f"{file} was truncated while it was being read "
+                          f"({offset} bytes read, {opened.st_size} when opened, {now.st_size} now)")
+
+
+def read_jsonl_source(path: Path, ledger: dict[str, dict] | None = None) -> Iterator[Line]:
+    """Every line (not pulled before, per `ledger`) of the JSONL files under `path`."""
+    ledger = {} if ledger is None else ledger
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    for file in files:
+        try:
+            yield from read_jsonl_file(file, ledger)
+        except FileNotFoundError:
+            raise SourceError(f"{file} disappeared before it could be read") from None
+
+
+def read_sql_source(url: str, table: str, after: dt.datetime, until: dt.datetime,
+                    chunk_rows: int) -> Iterator[Line]:
+    """Rows with after < timestamp < until, in timestamp order, fetched chunk_rows at a time."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
@@ -97,11 +186,11 @@ def read_sql_source(url: str, table: str, after: dt.datetime, until: dt.datetime
         with engine.connect() as conn:
             tbl = sa.Table(table, sa.MetaData(), autoload_with=conn)
             ts_col = tbl.c.timestamp
-            is_text = isinstance(ts_col.type, sa.String)
-            lo, hi = (iso(after), iso(until)) if is_text else (after, until)
-            query = (sa.select(tbl).where(ts_col > lo, ts_col <= hi)
+            lo, hi = _bounds(ts_col, after, until)
+            query = (sa.select(tbl).where(ts_col > lo, ts_col < hi)
                      .order_by(ts_col, *(c for c in tbl.c if c.name == "id")))
-            for row in conn.execute(query).mappings():
+            streaming = conn.execution_options(stream_results=True, yield_per=chunk_rows)
+            for row in streaming.execute(query).mappings():
                 row = dict(row)
                 ts = parse_timestamp(row.get("timestamp"))
                 if "record" in row and isinstance(row["record"], (str, bytes)):
@@ -112,34 +201,96 @@ def read_sql_source(url: str, table: str, after: dt.datetime, until: dt.datetime
                     raw = json.dumps(row["record"], ensure_ascii=False).encode("utf-8")
                 else:
                     raw = json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")
-                yield ts, raw
+                yield Line(ts, raw, False)
     finally:
         engine.dispose()
+
+
+def count_sql_after(url: str, table: str, after: dt.datetime) -> int:
+    """How many rows are stamped later than `after` (records from the future, for the report)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tbl = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            lo, _ = _bounds(tbl.c.timestamp, after, after)
+            return conn.execute(sa.select(sa.func.count()).where(tbl.c.timestamp > lo)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _bounds(ts_col, after: dt.datetime, until: dt.datetime):
+    import sqlalchemy as sa
+
+    if isinstance(ts_col.type, sa.String):  # ISO-8601 text sorts as time when written alike
+        return iso(after), iso(until)
+    if getattr(ts_col.type, "timezone", False):
+        return after, until
+    return after.replace(tzinfo=None), until.replace(tzinfo=None)  # naive columns hold UTC
 
 
 def is_sql_url(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def _check_sqlite_file(url: str) -> None:
+    """SQLite would create a missing database file; a source that is not there is an error."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not parsed.query.get("uri") and not Path(parsed.database).exists():
+        raise SourceError(f"the SQLite database {parsed.database} does not exist")
+
+
 def read_watermark(path: Path = WATERMARK_FILE) -> dt.datetime:
-    if path.exists():
-        return parse_timestamp(json.loads(path.read_text())["timestamp"])
-    return parse_timestamp(EPOCH)
+    return parse_timestamp(_read_state(path).get("timestamp", EPOCH))
+
+
+def _read_state(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _finish_interrupted_commit(pending: Path, watermark_file: Path, raw_dir: Path) -> None:
+    """A run that stopped between writing its snapshot and its watermark: complete or undo it."""
+    if not pending.exists():
+        return
+    cycle = json.loads(pending.read_text()).get("cycle")
+    if cycle and (raw_dir / f"{cycle}.jsonl").exists():
+        pending.replace(watermark_file)  # the snapshot was committed: so is its watermark
+    else:
+        pending.unlink()
 
 
 def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
-        watermark_file: Path = WATERMARK_FILE, cycle_file: Path = CYCLE_FILE) -> dict:
+        watermark_file: Path = WATERMARK_FILE, cycle_file: Path = CYCLE_FILE,
+        now: dt.datetime | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Pull one cycle's records and pin them as the cycle's snapshot.
 
     Args:
         source: where the log lives (params.yaml `source`).
         date: the day whose interactions this cycle learns from.
+        now: the present (default: the clock); nothing stamped later is pulled.
+        log: receives a progress line every source.chunk_rows records.
     Returns:
-        metrics: pulled count, snapshot path, watermark before and after, reused or not.
+        metrics: pulled count, snapshot path, watermark before and after, reused or not, records
+        left in the source because they are stamped in the future, file-dated records.
+    Raises:
+        SourceError: the source could not be read completely; nothing was written.
     """
     snapshot = raw_dir / f"{date.isoformat()}.jsonl"
-    watermark = read_watermark(watermark_file)
-    cutoff = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    pending = watermark_file.with_name(watermark_file.name + ".pending")
+    _finish_interrupted_commit(pending, watermark_file, raw_dir)
+    state = _read_state(watermark_file)
+    watermark = parse_timestamp(state.get("timestamp", EPOCH))
     if snapshot.exists():
         # This night was pulled already: the snapshot is the cycle's input, pull nothing twice.
         pulled = sum(1 for line in snapshot.read_bytes().splitlines() if line.strip())
@@ -147,35 +298,71 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
         return {"date": date.isoformat(), "snapshot": str(snapshot), "pulled": pulled,
                 "reused_snapshot": True, "watermark": iso(watermark)}
 
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cutoff = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    until = min(cutoff, now)
+    ledger = dict(state.get("files", {}))
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    tmp = snapshot.with_suffix(".partial")
+    pulled = file_dated = future = 0
+    new_watermark = watermark
     try:
         if is_sql_url(source.url):
-            rows = list(read_sql_source(source.url, source.table, watermark, cutoff))
+            _check_sqlite_file(source.url)
+            lines = read_sql_source(source.url, source.table, watermark, until, source.chunk_rows)
         else:
             path = Path(source.url)
             if not path.exists():
-                raise SourceError(f"source {path} does not exist: set source.url in params.yaml "
-                                  "to a folder of JSONL logs or a database URL")
-            rows = [(ts, raw) for ts, raw in read_jsonl_source(path)
-                    if ts is not None and watermark < ts <= cutoff]
-    except SourceError:
-        raise
-    except Exception as exc:  # a driver or file error: the watermark stays where it was
-        raise SourceError(f"could not read source {source.url!r}: {exc}") from exc
+                raise SourceError(f"{path} does not exist")
+            lines = read_jsonl_source(path, ledger)
+        with open(tmp, "wb") as out:
+            for line in lines:
+                ts = line.timestamp  # None only for a database row the query put in the window
+                if ts is not None and ts > now:
+                    future += 1
+                    continue
+                if ts is not None and (ts >= until or (not line.file_dated and ts <= watermark)):
+                    continue
+                out.write(line.raw + b"\n")
+                pulled += 1
+                file_dated += line.file_dated
+                if ts is not None and not line.file_dated:
+                    new_watermark = max(new_watermark, ts)
+                if log and pulled % source.chunk_rows == 0:
+                    log(f"ingest: {pulled} records pulled so far")
+        if is_sql_url(source.url):
+            future = count_sql_after(source.url, source.table, now)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, Exception):
+            raise
+        raise SourceError(_what_to_do(source.url, date, watermark, exc)) from exc
 
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    tmp = snapshot.with_suffix(".partial")
-    with open(tmp, "wb") as f:
-        for _, raw in rows:
-            f.write(raw + b"\n")
-    tmp.rename(snapshot)  # atomic: a crash never leaves half a snapshot under the real name
-    new_watermark = max([ts for ts, _ in rows if ts is not None], default=watermark)
-    watermark_file.parent.mkdir(parents=True, exist_ok=True)
-    watermark_file.write_text(json.dumps({"timestamp": iso(new_watermark),
-                                          "cycle": date.isoformat()}, indent=2) + "\n")
+    # A file-dated file counts as pulled once the cycle's window reaches its time; for a later
+    # one the ledger keeps what it said before, so the cycle that reaches it pulls it.
+    ledger = {**state.get("files", {}),
+              **{k: v for k, v in ledger.items() if parse_timestamp(v["mtime"]) < until}}
+    new_state = {"timestamp": iso(new_watermark), "cycle": date.isoformat()}
+    if ledger:
+        new_state["files"] = ledger
+    _write_atomically(pending, json.dumps(new_state, indent=2) + "\n")
+    tmp.rename(snapshot)  # the commit point: a crash before it leaves no snapshot, after it ...
+    pending.replace(watermark_file)  # ... the next run completes the watermark (see above)
     _write_cycle(cycle_file, date, snapshot)
-    return {"date": date.isoformat(), "snapshot": str(snapshot), "pulled": len(rows),
+    return {"date": date.isoformat(), "snapshot": str(snapshot), "pulled": pulled,
             "reused_snapshot": False, "watermark_before": iso(watermark),
-            "watermark": iso(new_watermark)}
+            "watermark": iso(new_watermark), "future_records": future,
+            "file_dated_records": file_dated}
+
+
+def _what_to_do(url: str, date: dt.date, watermark: dt.datetime, exc: Exception) -> str:
+    if not isinstance(exc, SourceError):
+        exc = getattr(exc, "orig", None) or exc  # the driver's error, without SQLAlchemy's SQL echo
+    reason = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+    return (f"could not read source {url!r}: {reason}. Nothing was pulled and the watermark has "
+            f"not moved (still {iso(watermark)}). Check that the source is up and readable and "
+            "that source.url in params.yaml (or --source) points at it, then run the cycle again: "
+            f"nightshift run --date {date.isoformat()}")
 
 
 def _write_cycle(cycle_file: Path, date: dt.date, snapshot: Path) -> None:
@@ -192,7 +379,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="the day whose interactions to pull (YYYY-MM-DD)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    print(json.dumps(run(params_mod.load(args.params).source, args.date), indent=2))
+    try:
+        metrics = run(params_mod.load(args.params).source, args.date,
+                      log=lambda line: print(line, file=sys.stderr))
+    except SourceError as exc:
+        sys.exit(f"ingest failed: {exc}")
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,27 @@ class BaseParams:
 class SourceParams:
     url: str
     table: str
+    chunk_rows: int
+
+    def __post_init__(self):
+        if self.chunk_rows < 1:
+            raise ParamsError(f"source.chunk_rows must be at least 1, not {self.chunk_rows}")
 
 
 @dataclass(frozen=True)
 class IngestParams:
     retries: int
-    retry_delay_seconds: float
+    retry_backoff_seconds: float
+
+    def __post_init__(self):
+        if not 0 <= self.retries <= 50:  # Prefect takes at most 50 retry delays
+            raise ParamsError(f"ingest.retries must be between 0 and 50, not {self.retries}")
+        if self.retry_backoff_seconds < 0:
+            raise ParamsError("ingest.retry_backoff_seconds must not be negative")
+
+    def retry_delays(self) -> list[float]:
+        """Exponential backoff: the first wait, then twice as long before each next attempt."""
+        return [self.retry_backoff_seconds * 2 ** i for i in range(self.retries)]
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,14 @@ class ValidateParams:
 @dataclass(frozen=True)
 class DatasetParams:
     eval_fraction: float
+    near_duplicate_threshold: float
+    shingle_words: int
+    minhash_num_perm: int
+    exclude_feedback: list[str]
+
+    def __post_init__(self):
+        if self.shingle_words < 1:
+            raise ParamsError(f"dataset.shingle_words must be at least 1, not {self.shingle_words}")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,14 @@
 
 A record is one interaction:
     {"id", "timestamp", "messages": [{"role", "content"}], "feedback", "metadata"}
-Flat {"prompt", "response"} records are converted on input. A line that cannot become a record
-is kept as {"_invalid": <text>, "_error": <why>} so that validate can quarantine it: nothing
-pulled is ever dropped silently.
+Converted on input:
+  - flat {"prompt", "response"} records (older clients);
+  - OpenAI-style fine-tuning lines: {"messages": [...]} without an id, and the legacy
+    {"prompt", "completion"}. A record without an id gets one from its content (`content_id`),
+    so the same line read twice is the same record. Such lines carry no timestamp either: ingest
+    gives them their file's modification time (see pipelines/ingest.py).
+A line that cannot become a record is kept as {"_invalid": <text>, "_error": <why>} so that
+validate can quarantine it: nothing pulled is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -36,11 +41,16 @@ def parse_line(raw: bytes | str) -> dict:
 
 def normalize(data: dict) -> dict:
     """Bring a parsed record into the chat format; unknown shapes pass through for validate."""
-    if "messages" not in data and ("prompt" in data or "response" in data):
-        data = dict(data)
+    data = dict(data)
+    if "messages" not in data and ("prompt" in data or "response" in data or "completion" in data):
+        # {"prompt", "response"} from older clients; {"prompt", "completion"} is OpenAI's legacy
+        # fine-tuning format.
         prompt, response = data.pop("prompt", None), data.pop("response", None)
+        completion = data.pop("completion", None)
         data["messages"] = [{"role": "user", "content": prompt},
-                            {"role": "assistant", "content": response}]
+                            {"role": "assistant", "content": response if response is not None else completion}]
+    if data.get("id") is None and isinstance(data.get("messages"), list):
+        data["id"] = content_id(data)
     data.setdefault("feedback", None)
     data.setdefault("metadata", {})
     return data
@@ -55,6 +65,11 @@ def content_hash(record: dict) -> str:
     turns = [(m.get("role"), m.get("content")) for m in record.get("messages") or []
              if isinstance(m, dict)]
     return hashlib.sha256(json.dumps(turns, ensure_ascii=False).encode()).hexdigest()
+
+
+def content_id(record: dict) -> str:
+    """A stable id for a record that came without one: the same conversation, the same id."""
+    return "sha256-" + content_hash(record)[:24]
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:

@@ -77,7 +77,7 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
     (ws / "logs").mkdir(parents=True)
     (ws / "logs" / f"{DAY}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     with chdir(ws):
-        pulled = ingest.run(SourceParams(str(ws / "logs"), "interactions"), DAY)
+        pulled = ingest.run(SourceParams(str(ws / "logs"), "interactions", 1000), DAY)
         snapshot = ws / pulled["snapshot"]
         redact.run(params.redact, snapshot, ws / "data/redacted")
         validated = validate.run(params.validate, ws / "data/redacted/records.jsonl",

@@ -1,6 +1,9 @@
 import json
 
+import pytest
+
 from pipelines import dataset
+from pipelines import params as params_mod
 from pipelines.records import read_jsonl, write_jsonl
 
 
@@ -43,3 +46,81 @@ def test_replay_is_mixed_at_the_configured_ratio_and_the_buffer_stays_bounded(tm
     new_in_buffer = [r for r in read_jsonl(tmp_path / "out/buffer.jsonl") if r["_cycle"] == "2026-01-05"]
     assert new_in_buffer  # this cycle's examples entered the buffer
     assert json.loads((tmp_path / "out/report.json").read_text())["train_replay"] == len(replayed)
+
+
+LONG_ANSWER = ("Your order left our warehouse yesterday and is now with the carrier; the tracking "
+               "page shows delivery by Friday evening and I will send you an update if that changes.")
+
+
+def chat(i, question, answer=LONG_ANSWER, feedback=None):
+    return {"id": f"n{i}", "timestamp": "2026-01-05T10:00:00Z", "feedback": feedback, "metadata": {},
+            "messages": [{"role": "system", "content": "You are a helpful support assistant."},
+                         {"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}]}
+
+
+def run_dataset(tmp_path, params, records, buffer=(), **dataset_overrides):
+    import dataclasses
+
+    write_jsonl(tmp_path / "clean.jsonl", records)
+    write_jsonl(tmp_path / "buffer.jsonl", list(buffer))
+    p = dataclasses.replace(params.dataset, **dataset_overrides)
+    return dataset.run(p, params.replay, params.seed, "2026-01-05", tmp_path / "clean.jsonl",
+                       tmp_path / "buffer.jsonl", tmp_path / "out")
+
+
+def test_near_duplicates_within_the_batch_are_dropped_and_counted_apart_from_exact_ones(tmp_path, params):
+    records = [chat(0, "Where is my order #123456? It was supposed to arrive Friday."),
+               chat(1, "where is my order #123456? it was suposed to arrive Friday"),  # retried, typo
+               chat(2, "Can I return the coffee grinder I bought last week?",
+                    "Yes, returns are free within 30 days: start one from Orders and print the label."),
+               chat(3, "Where is my order #123456? It was supposed to arrive Friday.")]  # exact repeat
+    report = run_dataset(tmp_path, params, records)
+    assert report["exact_duplicates"] == 1 and report["near_duplicates_in_batch"] == 1
+    assert report["near_duplicates_of_replay"] == 0
+    assert report["duplicates"] == 2 and report["unique"] == 2
+    kept = {r["id"] for name in ("train", "eval") for r in read_jsonl(tmp_path / f"out/{name}.jsonl")}
+    assert kept == {"n0", "n2"}  # the first of each group stays
+
+
+def test_near_duplicates_of_the_replay_buffer_are_counted_on_their_own(tmp_path, params):
+    learned_before = {**chat(900, "Where is my order #123456? It was supposed to arrive Friday."),
+                      "_cycle": "2026-01-04"}
+    records = [chat(0, "Where is my order #123456? It was suposed to arrive Friday."),
+               chat(1, "How do I change the card on file?",
+                    "Go to Settings, then Billing, then Payment methods, and add the new card there.")]
+    report = run_dataset(tmp_path, params, records, buffer=[learned_before])
+    assert report["near_duplicates_of_replay"] == 1 and report["near_duplicates_in_batch"] == 0
+    assert report["unique"] == 1 and report["clean_in"] == report["unique"] + report["duplicates"]
+
+
+def test_the_same_template_with_other_facts_is_not_a_near_duplicate(tmp_path, params):
+    questions = ["I was charged twice for order #{n}. Can you refund the extra ${a}.00?".format(n=100000 + 7919 * i, a=10 + i)
+                 for i in range(5)]
+    answers = ["I'm sorry about the double charge on order #{n}. I have requested a refund of ${a}.00; "
+               "it will reach your card within 5 business days.".format(n=100000 + 7919 * i, a=10 + i)
+               for i in range(5)]
+    report = run_dataset(tmp_path, params, [chat(i, q, a) for i, (q, a) in enumerate(zip(questions, answers))])
+    assert report["near_duplicates_in_batch"] == 0 and report["unique"] == 5
+
+
+def test_the_near_duplicate_threshold_comes_from_params(tmp_path, params):
+    records = [chat(0, "Where is my order #123456? It was supposed to arrive Friday."),
+               chat(1, "Where is my order #123456? It was suposed to arrive Friday.")]
+    assert run_dataset(tmp_path, params, records, near_duplicate_threshold=0.95)["near_duplicates_in_batch"] == 0
+    with pytest.raises(params_mod.ParamsError, match="near_duplicate_threshold"):
+        run_dataset(tmp_path, params, records, near_duplicate_threshold=1.5)
+    assert run_dataset(tmp_path, params, records, near_duplicate_threshold=0.5)["near_duplicates_in_batch"] == 1
+
+
+def test_thumbs_down_records_stay_clean_but_are_neither_trained_nor_evaluated_on(tmp_path, params):
+    records = [rec(i) | {"feedback": "down" if i % 4 == 0 else "up"} for i in range(40)]
+    report = run_dataset(tmp_path, params, records)
+    assert report["filtered_feedback"] == 10 and report["unique"] == 40  # clean includes them
+    used = [r for name in ("train", "eval") for r in read_jsonl(tmp_path / f"out/{name}.jsonl")]
+    assert len(used) == 30 and all(r["feedback"] == "up" for r in used)
+    assert all(r["feedback"] == "up" for r in read_jsonl(tmp_path / "out/buffer.jsonl"))
+    assert report["train_new"] + report["eval"] == 30
+
+    everything = run_dataset(tmp_path, params, records, exclude_feedback=[])
+    assert everything["filtered_feedback"] == 0 and everything["train_new"] + everything["eval"] == 40

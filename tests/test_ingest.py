@@ -20,7 +20,7 @@ def jsonl_logs(tmp_path):
 
 
 def run(tmp_path, url, day, table="interactions"):
-    return ingest.run(SourceParams(str(url), table), day, raw_dir=tmp_path / "data/raw",
+    return ingest.run(SourceParams(str(url), table, 1000), day, raw_dir=tmp_path / "data/raw",
                       watermark_file=tmp_path / "data/watermark.json",
                       cycle_file=tmp_path / "data/cycle.yaml")
 
@@ -119,3 +119,233 @@ def test_postgresql_rows_logged_after_a_pull_go_to_the_next_night_only(tmp_path,
     assert set(record) >= {"id", "timestamp", "messages"}  # the record itself, not the table row
     watermark = json.loads((tmp_path / "data/watermark.json").read_text())["timestamp"]
     assert watermark == day2_last
+
+
+# --- Sources that misbehave -------------------------------------------------------------------
+
+def chat(i, ts, text=None, **extra):
+    return {"id": f"c{i}", "timestamp": ts, "feedback": None, "metadata": {},
+            "messages": [{"role": "user", "content": text or f"question {i}"},
+                         {"role": "assistant", "content": f"answer {i}"}], **extra}
+
+
+def write_lines(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def snapshot_ids(tmp_path, day):
+    from pipelines.records import parse_line
+
+    return [parse_line(l)["id"] for l in (tmp_path / f"data/raw/{day}.jsonl").read_bytes().splitlines()]
+
+
+def set_mtime(path, when: str):
+    import os
+
+    stamp = dt.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    os.utime(path, (stamp, stamp))
+
+
+def test_openai_fine_tuning_lines_get_a_content_id_and_their_file_time_and_are_pulled_once(tmp_path):
+    from pipelines.records import parse_line
+
+    folder = tmp_path / "logs"
+    lines = [{"messages": [{"role": "user", "content": "How do I reset my password?"},
+                           {"role": "assistant", "content": "Use the link on the sign-in page."}]},
+             {"prompt": "Do you ship abroad?", "completion": "Yes, to over 40 countries."}]
+    ft = write_lines(folder / "finetune.jsonl", lines)
+    set_mtime(ft, "2026-01-05T12:00:00Z")
+
+    first = run(tmp_path, folder, DAY1)
+    assert first["pulled"] == 2 and first["file_dated_records"] == 2
+    records = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-05.jsonl").read_bytes().splitlines()]
+    assert all(r["timestamp"] == "2026-01-05T12:00:00Z" for r in records)
+    assert all(r["metadata"]["timestamp_from"] == "file_mtime" for r in records)
+    assert [m["role"] for m in records[1]["messages"]] == ["user", "assistant"]
+    assert records[1]["messages"][1]["content"] == "Yes, to over 40 countries."
+    assert records[0]["id"].startswith("sha256-") and records[0]["id"] != records[1]["id"]
+    assert parse_line(json.dumps(lines[0]))["id"] == records[0]["id"]  # stable: from the content
+    # Undated lines do not move the watermark: it stays where records with their own time put it.
+    assert first["watermark"] == ingest.EPOCH
+
+    assert run(tmp_path, folder, DAY2)["pulled"] == 0  # the same file again adds nothing
+
+    with open(ft, "a") as f:  # appended to later: only the new line is pulled, by its night
+        f.write(json.dumps({"prompt": "Can I pay by invoice?", "completion": "Yes, for business accounts."}) + "\n")
+    set_mtime(ft, "2026-01-07T09:00:00Z")
+    third = run(tmp_path, folder, dt.date(2026, 1, 7))
+    assert third["pulled"] == 1
+    [added] = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-07.jsonl").read_bytes().splitlines()]
+    assert added["messages"][0]["content"] == "Can I pay by invoice?"
+    assert added["timestamp"] == "2026-01-07T09:00:00Z"
+
+
+def test_a_file_dated_after_the_cycle_waits_for_its_own_night(tmp_path):
+    folder = tmp_path / "logs"
+    ft = write_lines(folder / "finetune.jsonl", [{"prompt": "p", "completion": "c"}])
+    set_mtime(ft, "2026-01-06T08:00:00Z")
+    assert run(tmp_path, folder, DAY1)["pulled"] == 0
+    assert run(tmp_path, folder, DAY2)["pulled"] == 1
+
+
+def test_future_timestamps_stay_in_the_source_and_never_move_the_watermark_past_now(tmp_path):
+    folder = tmp_path / "logs"
+    write_lines(folder / "log.jsonl", [chat(1, "2026-01-06T10:00:00Z"), chat(2, "2026-01-06T18:00:00Z"),
+                                       chat(3, "2027-01-06T00:00:00Z")])  # a wrong clock upstream
+    source = SourceParams(str(folder), "interactions", 1000)
+    paths = dict(raw_dir=tmp_path / "data/raw", watermark_file=tmp_path / "data/watermark.json",
+                 cycle_file=tmp_path / "data/cycle.yaml")
+
+    noon = ingest.run(source, DAY2, now=dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc), **paths)
+    assert noon["pulled"] == 1 and noon["future_records"] == 2
+    assert noon["watermark"] == "2026-01-06T10:00:00Z"  # not 2027: 18:00 is still to be pulled
+
+    next_night = ingest.run(source, dt.date(2026, 1, 7),
+                            now=dt.datetime(2026, 1, 8, 3, tzinfo=dt.timezone.utc), **paths)
+    assert next_night["pulled"] == 1 and next_night["future_records"] == 1
+    assert snapshot_ids(tmp_path, "2026-01-07") == ["c2"]
+    assert next_night["watermark"] == "2026-01-06T18:00:00Z"
+
+
+def test_out_of_order_timestamps_across_files_skip_nothing_and_pull_nothing_twice(tmp_path):
+    import random
+
+    folder = tmp_path / "logs"
+    day1 = [chat(i, f"2026-01-05T{i % 24:02d}:{i % 60:02d}:00Z") for i in range(40)]
+    day2 = [chat(100 + i, f"2026-01-06T{i % 24:02d}:{i % 60:02d}:00Z") for i in range(40)]
+    mixed = day1 + day2
+    random.Random(3).shuffle(mixed)
+    write_lines(folder / "a.jsonl", mixed[:50])
+    write_lines(folder / "b.jsonl", mixed[50:])
+
+    assert run(tmp_path, folder, DAY1)["pulled"] == 40
+    assert run(tmp_path, folder, DAY2)["pulled"] == 40
+    first, second = snapshot_ids(tmp_path, "2026-01-05"), snapshot_ids(tmp_path, "2026-01-06")
+    assert sorted(first) == sorted(r["id"] for r in day1)
+    assert sorted(second) == sorted(r["id"] for r in day2)
+
+
+def test_duplicate_ids_in_the_source_are_pulled_and_counted_as_duplicates(tmp_path, params):
+    from pipelines import dataset
+    from pipelines.records import parse_line, write_jsonl
+
+    folder = tmp_path / "logs"
+    write_lines(folder / "log.jsonl", [chat(i, f"2026-01-05T10:{i:02d}:00Z") for i in range(10)]
+                + [chat(3, "2026-01-05T11:00:00Z", text="a different question under an old id"),
+                   chat(4, "2026-01-05T11:01:00Z")])  # logged twice
+    pulled = run(tmp_path, folder, DAY1)["pulled"]
+    assert pulled == 12  # ingest keeps everything; the dataset stage decides
+    clean = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-05.jsonl").read_bytes().splitlines()]
+    write_jsonl(tmp_path / "clean.jsonl", clean)
+    report = dataset.run(params.dataset, params.replay, params.seed, "2026-01-05",
+                         tmp_path / "clean.jsonl", tmp_path / "none.jsonl", tmp_path / "out")
+    assert report["exact_duplicates"] == 2 and report["unique"] == 10
+    assert pulled == report["unique"] + report["duplicates"]
+
+
+def test_a_jsonl_file_truncated_or_removed_while_being_read_is_an_error(tmp_path):
+    for mishap in ("truncate", "remove"):
+        log = write_lines(tmp_path / mishap / "log.jsonl",
+                          [chat(i, "2026-01-05T10:00:00Z", text="x" * 2000) for i in range(2000)])
+        lines = ingest.read_jsonl_source(log.parent)
+        for _ in range(10):
+            next(lines)
+        if mishap == "truncate":
+            with open(log, "r+b") as f:
+                f.truncate(5000)
+        else:
+            log.unlink()
+        with pytest.raises(ingest.SourceError, match="truncated|disappeared"):
+            list(lines)
+
+
+def test_a_file_gone_mid_read_writes_no_snapshot_and_keeps_the_watermark(tmp_path):
+    folder = tmp_path / "logs"
+    write_lines(folder / "2026-01-05.jsonl", [chat(i, f"2026-01-05T10:{i:02d}:00Z") for i in range(5)])
+    run(tmp_path, folder, DAY1)
+    watermark = (tmp_path / "data/watermark.json").read_bytes()
+    write_lines(folder / "2026-01-06.jsonl", [chat(10 + i, f"2026-01-06T10:{i:02d}:00Z") for i in range(5)])
+    (folder / "2026-01-07.jsonl").symlink_to(tmp_path / "rotated-away.jsonl")  # listed, then gone
+
+    with pytest.raises(ingest.SourceError, match="disappeared.*watermark has not moved.*run the cycle again"):
+        run(tmp_path, folder, DAY2)
+    assert (tmp_path / "data/watermark.json").read_bytes() == watermark
+    assert sorted(p.name for p in (tmp_path / "data/raw").iterdir()) == ["2026-01-05.jsonl"]
+
+
+def test_a_database_failing_in_the_middle_of_a_chunked_read_writes_nothing(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "log.db"
+    start = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+    stamps = [ingest.iso(start + dt.timedelta(seconds=10 * i)) for i in range(3000)]
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE interactions (id TEXT, timestamp TEXT, record TEXT)")
+        conn.executemany("INSERT INTO interactions VALUES (?, ?, ?)",
+                         [(f"c{i}", ts, json.dumps(chat(i, ts, text="y" * 500))) for i, ts in enumerate(stamps)])
+        conn.execute("CREATE INDEX by_time ON interactions (timestamp, id)")  # rows stream in time order
+    size = db.stat().st_size
+    with open(db, "r+b") as f:  # the pages holding the later rows go bad under the reader
+        f.seek(size // 2)
+        f.write(b"\xff" * (size // 4))
+    source = SourceParams(f"sqlite:///{db}", "interactions", 100)
+    progress = []
+    with pytest.raises(ingest.SourceError, match="malformed.*watermark has not moved"):
+        ingest.run(source, DAY1, raw_dir=tmp_path / "data/raw", log=progress.append,
+                   watermark_file=tmp_path / "data/watermark.json", cycle_file=tmp_path / "data/cycle.yaml")
+    assert progress, "the read should have failed after some chunks, not before the first"
+    assert not (tmp_path / "data/watermark.json").exists()
+    assert not list((tmp_path / "data/raw").iterdir())  # no snapshot, no partial one
+
+
+def test_a_missing_sqlite_database_is_an_error_and_is_not_created(tmp_path):
+    with pytest.raises(ingest.SourceError, match="does not exist"):
+        run(tmp_path, f"sqlite:///{tmp_path}/gone.db", DAY1)
+    assert not (tmp_path / "gone.db").exists()
+
+
+def test_a_run_stopped_between_snapshot_and_watermark_is_completed_by_the_next(tmp_path, jsonl_logs):
+    run(tmp_path, jsonl_logs[0], DAY1)
+    watermark_file = tmp_path / "data/watermark.json"
+    # As left by a crash right after the snapshot's rename: the new watermark still pending.
+    watermark_file.rename(tmp_path / "data/watermark.json.pending")
+    again = run(tmp_path, jsonl_logs[0], DAY1)
+    assert again["reused_snapshot"] and watermark_file.exists()
+    assert json.loads(watermark_file.read_text())["timestamp"].startswith("2026-01-05")
+    assert not (tmp_path / "data/watermark.json.pending").exists()
+
+
+def test_source_down_fails_the_cycle_after_retries_alerts_and_keeps_the_watermark(tmp_path, monkeypatch):
+    """The one flow-level test here: a real Prefect run, real retries, a real HTTP receiver."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows import workspace as wsp
+    from flows.nightly import nightly
+    from tests.conftest import write_tiny_params
+    from tests.test_notify import Receiver
+
+    receiver = Receiver()
+    monkeypatch.setenv("NIGHTSHIFT_ALERT_URLS", receiver.url)
+    ws = wsp.init(tmp_path / "workspace")
+    write_tiny_params(ws / "params.yaml", **{"source.url": f"sqlite:///{tmp_path}/down/interactions.db",
+                                             "ingest.retries": 2, "ingest.retry_backoff_seconds": 0.05})
+    watermark = {"timestamp": "2026-01-04T23:59:00Z", "cycle": "2026-01-04"}
+    (ws / "data").mkdir(exist_ok=True)
+    (ws / "data/watermark.json").write_text(json.dumps(watermark))
+    before = (ws / "data/watermark.json").read_bytes()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with pytest.raises(ingest.SourceError, match=r"attempt 3 of 3"):
+            nightly(date="2026-01-05", workspace=str(ws))
+    receiver.server.shutdown()
+
+    assert (ws / "data/watermark.json").read_bytes() == before
+    assert not (ws / "data/raw/2026-01-05.jsonl").exists()
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_stage"] == "ingest"
+    [alert] = receiver.received
+    assert "FAILED in ingest" in alert["title"]
+    assert "watermark has not moved" in alert["message"] and "attempt 3 of 3" in alert["message"]
+    assert "nightshift run --date 2026-01-05" in alert["message"]
