@@ -1,9 +1,10 @@
+import json
 import subprocess
 import sys
 
 import pytest
 
-COMMANDS = ["demo", "run", "status", "history", "promote", "rollback", "generate", "redact", "init"]
+COMMANDS = ["demo", "run", "status", "history", "promote", "rollback", "generate", "redact", "init", "golden"]
 
 
 def nightshift(*args, cwd=None):
@@ -34,3 +35,38 @@ def test_init_creates_a_git_and_dvc_workspace_and_refuses_to_overwrite_it(tmp_pa
         assert (tmp_path / "ws" / path).exists(), path
     again = nightshift("init", str(tmp_path / "ws"))
     assert again.returncode != 0 and "already" in again.stderr
+
+
+def test_golden_add_redacts_validates_versions_and_commits_and_refuses_bad_records(tmp_path):
+    ws = tmp_path / "ws"
+    assert nightshift("init", str(ws)).returncode == 0
+    golden = ws / "data/golden/golden.jsonl"
+    before = golden.read_text().splitlines()
+    assert (ws / "data/golden/golden.jsonl.dvc").exists()  # DVC-versioned from the start
+
+    good = {"id": "ticket-9", "timestamp": "2026-01-05T10:00:00Z", "feedback": None,
+            "messages": [{"role": "user", "content": "Mail me at ann.lee@example.com: where is order #123456?"},
+                         {"role": "assistant", "content": "Order #123456 ships today."}],
+            "metadata": {"expect": "#123456"}}
+    bad = {**good, "id": "ticket-10", "messages": [{"role": "robot", "content": "beep"}]}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    refused = nightshift("golden", "add", str(tmp_path / "bad.jsonl"), "--reason", "x", "--workspace", str(ws))
+    assert refused.returncode != 0 and "ticket-10: unknown_role" in refused.stderr
+    assert golden.read_text().splitlines() == before
+
+    (tmp_path / "good.jsonl").write_text(json.dumps(good) + "\n")
+    added = nightshift("golden", "add", str(tmp_path / "good.jsonl"), "--reason", "order questions",
+                       "--workspace", str(ws))
+    assert added.returncode == 0, added.stderr
+    after = golden.read_text().splitlines()
+    assert len(after) == len(before) + 1
+    record = json.loads(after[-1])
+    assert "ann.lee@example.com" not in after[-1] and "<EMAIL_ADDRESS_1>" in after[-1]
+    assert record["metadata"]["added_as"] == "ticket-9" and record["metadata"]["expect"] == "#123456"
+    log = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=ws, capture_output=True, text=True)
+    assert log.stdout.strip() == "golden set: add 1 record(s): order questions"
+    dvc_status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, capture_output=True, text=True)
+    assert "golden" not in dvc_status.stdout  # the .dvc file matches the new content
+
+    again = nightshift("golden", "add", str(tmp_path / "good.jsonl"), "--reason", "x", "--workspace", str(ws))
+    assert again.returncode == 0 and "already in the golden set" in again.stdout

@@ -88,6 +88,32 @@ def test_second_cycle_compares_its_batch_with_the_first_for_drift(two_cycles):
     assert "Input drift, cycle 2026-01-06" in (ws / "reports/drift.html").read_text()
 
 
+def test_second_cycle_is_judged_on_every_set_and_reports_model_drift(two_cycles):
+    ws, first, second = two_cycles
+    evaluation = json.loads((ws / "reports/eval.json").read_text())
+    assert evaluation["examples"]["golden"] == 36 and evaluation["examples"]["anchor"] == 36
+    assert evaluation["examples"]["replay"] > 0  # the first night's records, not replayed tonight
+    assert evaluation["champion"]["golden"]["eval_loss"] > 0
+    assert evaluation["divergence"]["kl_champion_to_candidate"] > 0
+    gate = json.loads((ws / "reports/gate.json").read_text())
+    checked = {c["check"].split()[0] for c in gate["checks"] if c["passed"] is not None}
+    assert {"golden.eval_loss", "replay.eval_loss", "anchor.eval_loss", "generations.pii_rate"} <= checked
+
+    assert first["model_drift"]["divergence"] is None  # no champion on the first night
+    drift = json.loads((ws / "reports/model_drift.json").read_text())
+    assert drift["version"] == second["version"] and drift["divergence"] == evaluation["divergence"]
+    assert [p["version"] for p in drift["trends"]["golden.eval_loss"]["points"]] == ["1"]
+    assert "Model drift, cycle 2026-01-06" in (ws / "reports/model_drift.html").read_text()
+    p = registry_params(ws)
+    with __import__("contextlib").chdir(ws):
+        c = reg.client(p)
+        run_id = c.get_model_version(p.model_name, second["version"]).run_id
+        logged = {a.path for a in c.list_artifacts(run_id, "reports")}
+        metrics = c.get_run(run_id).data.metrics
+    assert {"reports/model_drift.json", "reports/model_drift.html", "reports/eval.json"} <= logged
+    assert {"golden.eval_loss", "anchor.eval_loss", "replay.eval_loss", "generations.pii_rate"} <= set(metrics)
+
+
 def test_second_cycle_trains_from_the_first_champion(two_cycles):
     ws, _, second = two_cycles
     assert second["parent_version"] == "1" and second["train"]["continued_from_parent"]
