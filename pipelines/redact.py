@@ -59,7 +59,7 @@ RECOGNIZER_TRIGGERS = {
     "DetectSecretsRecognizer": r"[a-z0-9_\-+/=.:]{16,}|\d|xox|eyJ",
     "ApiKeyRecognizer": r"[a-z0-9_\-+/=.:]{16,}",
     "PemPrivateKeyRecognizer": r"-----BEGIN",
-    "UrlCredentialsRecognizer": "://",
+    "UrlCredentialsRecognizer": ":",         # user:password
 }
 
 
