@@ -68,6 +68,14 @@ class RedactParams:
     entities: list[str]
     ner_model: str | None
     score_threshold: float
+    workers: int
+    chunk_records: int
+    text_cache_size: int
+
+    def __post_init__(self):
+        for name in ("workers", "chunk_records", "text_cache_size"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"redact.{name} must be at least 1, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

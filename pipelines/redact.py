@@ -1,9 +1,20 @@
 """redact: replace personal data and secrets with typed placeholders, before anything learns from them.
 
-Presidio's analyzer finds entities (its pattern recognizers, plus the project's recognizers for API
-keys and street addresses); the anonymizer replaces each with `<TYPE_n>`, where n is the same for
-the same value within one record, so "<PERSON_1> ... <PERSON_1>" still reads as one person.
-Roles and message structure are untouched. Lines that could not be parsed are redacted as text.
+Presidio's analyzer finds entities (all its predefined recognizers, plus the project's for API keys
+and tokens through detect-secrets, private keys, passwords in URLs, phone formats and street
+addresses: pipelines/redact_recognizers.py); the anonymizer replaces each with `<TYPE_n>`, where n is
+the same for the same value within one record, so "<PERSON_1> ... <PERSON_1>" still reads as one
+person. Roles and message structure are untouched. Lines that could not be parsed are redacted as
+text. A residual scan with other detectors (pipelines/residual.py) then marks records in which
+something still looks like personal data: `"_residual": [TYPE, ...]`, which validate quarantines.
+
+Fast, and the same as analysing every text with every recognizer:
+- each distinct text is analysed once (system prompts and stock answers repeat);
+- a recognizer runs on a text only when the text holds that recognizer's trigger, a cheap regex
+  that every match of the recognizer contains (a digit for card numbers, '@' for emails, ...).
+  A recognizer without a known trigger (an NER model, say) always runs;
+- records are spread over `workers` processes in chunks; the output is byte-identical whatever
+  the number of workers.
 
     python -m pipelines.redact data/raw/2026-01-05.jsonl data/redacted
 """
@@ -12,27 +23,44 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import multiprocessing
+import re
+import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 from pipelines import params as params_mod
-from pipelines.records import is_invalid, parse_line, write_json, write_jsonl
+from pipelines import residual
+from pipelines.records import is_invalid, parse_line, write_json
 
 # Entity types only an NER model finds; listed in the report when none is configured.
 NER_ENTITIES = ["PERSON", "LOCATION", "NRP", "ORGANIZATION"]
 
-# Secrets of common providers. (name, regex, score)
-API_KEY_PATTERNS = [
-    ("openai_key", r"\bsk-[A-Za-z0-9_-]{20,}\b", 0.9),
-    ("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", 0.9),
-    ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b", 0.9),
-    ("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", 0.9),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b", 0.9),
-]
-STREET_PATTERN = (r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s+){1,3}"
-                  r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Way|Court|Ct)\b"
-                  r"(?:,\s*[A-Z][a-z]+)?")
+DIGIT = r"\d"
+# A regex that every match of the recognizer contains: where it finds nothing, the recognizer
+# could not have found anything either, and is not run (tests/test_redact.py checks each one).
+RECOGNIZER_TRIGGERS = {
+    "CreditCardRecognizer": DIGIT, "UsBankRecognizer": DIGIT, "UsLicenseRecognizer": DIGIT,
+    "UsItinRecognizer": DIGIT, "UsPassportRecognizer": DIGIT, "UsSsnRecognizer": DIGIT,
+    "NhsRecognizer": DIGIT, "CryptoRecognizer": DIGIT, "DateRecognizer": DIGIT,
+    "IbanRecognizer": DIGIT, "MedicalLicenseRecognizer": DIGIT, "PhoneRecognizer": DIGIT,
+    "PhoneFormatRecognizer": DIGIT, "SsnKeywordRecognizer": DIGIT,
+    "StreetAddressRecognizer": DIGIT,
+    "EmailRecognizer": "@",
+    "IpRecognizer": r"\d|:",
+    "MacAddressRecognizer": r"[0-9a-f]{2}[:-][0-9a-f]{2}|[0-9a-f]{4}\.",
+    "UuidRecognizer": r"[0-9a-f]{8}-",
+    "UrlRecognizer": r"\.[a-z]",
+    # Every key or token is a long run of key characters, or has a digit, or is a Slack token
+    # or a JWT (the shortest forms detect-secrets accepts).
+    "DetectSecretsRecognizer": r"[a-z0-9_\-+/=.:]{16,}|\d|xox|eyJ",
+    "ApiKeyRecognizer": r"[a-z0-9_\-+/=.:]{16,}",
+    "PemPrivateKeyRecognizer": r"-----BEGIN",
+    "UrlCredentialsRecognizer": ":",         # user:password
+}
 
 
 class RedactionSetupError(RuntimeError):
@@ -62,23 +90,41 @@ def _nlp_engine(language: str, ner_model: str | None):
 
 @functools.lru_cache(maxsize=4)
 def build_analyzer(language: str, ner_model: str | None):
-    """Presidio's AnalyzerEngine with all predefined recognizers plus the project's own."""
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+    """Presidio's AnalyzerEngine with all predefined recognizers plus the project's own.
+
+    Without an NER model, spaCy's recognizer is left out: a blank pipeline finds nothing with it.
+    """
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+
+    from pipelines.redact_recognizers import project_recognizers
 
     nlp = _nlp_engine(language, ner_model)
     registry = RecognizerRegistry(supported_languages=[language])
     registry.load_predefined_recognizers(nlp_engine=nlp, languages=[language])
-    registry.add_recognizer(PatternRecognizer(
-        supported_entity="API_KEY", supported_language=language, name="ApiKeyRecognizer",
-        patterns=[Pattern(name, regex, score) for name, regex, score in API_KEY_PATTERNS]))
-    registry.add_recognizer(PatternRecognizer(
-        supported_entity="STREET_ADDRESS", supported_language=language,
-        name="StreetAddressRecognizer", patterns=[Pattern("street", STREET_PATTERN, 0.6)]))
+    if not ner_model:
+        registry.remove_recognizer("SpacyRecognizer")
+    for recognizer in project_recognizers(language):
+        registry.add_recognizer(recognizer)
     return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=[language])
 
 
+def entity_triggers(analyzer, language: str, entities: list[str]) -> dict[str, re.Pattern] | None:
+    """For each entity type, one regex that fires wherever any of its recognizers could match;
+    None if some recognizer has no known trigger (then every text goes to the analyzer)."""
+    patterns: dict[str, list[str]] = {e: [] for e in entities}
+    for recognizer in analyzer.registry.get_recognizers(language, entities=entities):
+        trigger = RECOGNIZER_TRIGGERS.get(recognizer.name)
+        if trigger is None:
+            return None
+        for entity in recognizer.supported_entities:
+            if entity in patterns:
+                patterns[entity].append(trigger)
+    return {e: re.compile("|".join(f"(?:{t})" for t in ts), re.IGNORECASE)
+            for e, ts in patterns.items() if ts}
+
+
 class Redactor:
-    """Redacts records; one instance keeps the engines warm across records."""
+    """Redacts records; one instance keeps the engines warm and the analysed texts cached."""
 
     def __init__(self, p: params_mod.RedactParams):
         from presidio_anonymizer import AnonymizerEngine
@@ -90,7 +136,29 @@ class Redactor:
         self.entities = [e for e in p.entities if e in supported]
         self.not_looked_for = sorted(set(p.entities) - supported
                                      | (set() if p.ner_model else set(NER_ENTITIES)))
+        self.triggers = entity_triggers(self.analyzer, p.language, self.entities)
+        self.cache: dict[str, list] = {}
         self.counts: Counter[str] = Counter()
+        self.residual: Counter[str] = Counter()
+        self.analysed = 0
+
+    def analyze(self, text: str) -> list:
+        """Presidio's results for `text`: the same as analysing it with every recognizer."""
+        if text in self.cache:
+            return self.cache[text]
+        if self.triggers is None:
+            entities = self.entities
+        else:
+            entities = [e for e, trigger in self.triggers.items() if trigger.search(text)]
+        results = []
+        if entities:
+            self.analysed += 1
+            results = self.analyzer.analyze(text, language=self.params.language, entities=entities,
+                                            score_threshold=self.params.score_threshold)
+        if len(self.cache) >= self.params.text_cache_size:
+            self.cache.clear()
+        self.cache[text] = results
+        return results
 
     def redact_text(self, text: str, placeholders: dict[tuple[str, str], str]) -> str:
         """Replace entities in `text`; `placeholders` carries identities across one record."""
@@ -98,8 +166,7 @@ class Redactor:
 
         if not text:
             return text
-        results = self.analyzer.analyze(text, language=self.params.language, entities=self.entities,
-                                        score_threshold=self.params.score_threshold)
+        results = self.analyze(text)
         if not results:
             return text
 
@@ -129,31 +196,83 @@ class Redactor:
         return self.anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
 
     def redact_record(self, record: dict) -> dict:
+        """The record with its texts redacted, and `_residual` if anything still shows."""
         placeholders: dict[tuple[str, str], str] = {}
         if is_invalid(record):
-            return {**record, "_invalid": self.redact_text(record["_invalid"], placeholders)}
-        messages = record.get("messages")
-        if isinstance(messages, list):
+            record = {**record, "_invalid": self.redact_text(record["_invalid"], placeholders)}
+        elif isinstance(record.get("messages"), list):
             record = dict(record)
             record["messages"] = [
                 {**m, "content": self.redact_text(m["content"], placeholders)}
                 if isinstance(m, dict) and isinstance(m.get("content"), str) else m
-                for m in messages]
+                for m in record["messages"]]
+        left = residual.scan_record(record)
+        if left:
+            record = {**record, "_residual": left}
+            self.residual.update(left)
         return record
+
+    def redact_lines(self, lines: list[bytes]) -> tuple[list[str], Counter, Counter, int]:
+        """JSON lines out for raw lines in; with the replacement and residual counts of these
+        and how many of them have a residual."""
+        counts, res = Counter(self.counts), Counter(self.residual)
+        records = [self.redact_record(parse_line(line)) for line in lines]
+        out = [json.dumps(r, ensure_ascii=False) for r in records]
+        return out, self.counts - counts, self.residual - res, sum("_residual" in r for r in records)
 
     def report(self, n_records: int) -> dict:
         return {"records": n_records, "replaced": dict(sorted(self.counts.items())),
+                "residual": dict(sorted(self.residual.items())),
+                "records_with_residual": None,
                 "entities_looked_for": self.entities, "entities_not_looked_for": self.not_looked_for,
-                "ner_model": self.params.ner_model}
+                "ner_model": self.params.ner_model, "workers": self.params.workers}
 
 
-def redact_file(p: params_mod.RedactParams, in_path: Path, out_path: Path) -> dict:
+# The redactor of a worker process: built in the parent before the fork, so workers start warm.
+_WORKER: Redactor | None = None
+
+
+def _redact_chunk(lines: list[bytes]) -> tuple[list[str], Counter, Counter, int]:
+    return _WORKER.redact_lines(lines)
+
+
+def redact_stream(p: params_mod.RedactParams, lines: list[bytes]):
+    """Yield (json_lines, replaced, residual, flagged) per chunk of `lines`, in order, over p.workers
+    processes (1: this process)."""
+    global _WORKER
+    _WORKER = Redactor(p)
+    chunks = [lines[i:i + p.chunk_records] for i in range(0, len(lines), p.chunk_records)]
+    if p.workers <= 1 or len(chunks) <= 1:
+        yield from map(_redact_chunk, chunks)
+        return
+    with multiprocessing.get_context("fork").Pool(p.workers) as pool:
+        yield from pool.imap(_redact_chunk, chunks)
+
+
+def redact_file(p: params_mod.RedactParams, in_path: Path, out_path: Path,
+                progress: bool = False) -> dict:
     """Redact a JSONL file: one record in, one record out, same order. Returns the report."""
-    redactor = Redactor(p)
     with open(in_path, "rb") as f:
         lines = [line.rstrip(b"\r\n") for line in f if line.strip()]
-    n = write_jsonl(out_path, (redactor.redact_record(parse_line(line)) for line in lines))
-    return redactor.report(n)
+    replaced, left = Counter(), Counter()
+    n = flagged = 0
+    started = time.time()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as out:
+        for json_lines, chunk_replaced, chunk_residual, chunk_flagged in redact_stream(p, lines):
+            for line in json_lines:
+                out.write(line + "\n")
+            n += len(json_lines)
+            flagged += chunk_flagged
+            replaced += chunk_replaced
+            left += chunk_residual
+            if progress:
+                print(f"redact: {n}/{len(lines)} records, {n / max(time.time() - started, 1e-9):.0f}/s",
+                      file=sys.stderr, flush=True)
+    report = _WORKER.report(n)
+    report.update(replaced=dict(sorted(replaced.items())), residual=dict(sorted(left.items())),
+                  records_with_residual=flagged, seconds=round(time.time() - started, 2))
+    return report
 
 
 def run(p: params_mod.RedactParams, raw_snapshot: Path, out_dir: Path) -> dict:
@@ -166,7 +285,7 @@ def run(p: params_mod.RedactParams, raw_snapshot: Path, out_dir: Path) -> dict:
     Returns:
         the report: counts per entity type, and the types that were not looked for.
     """
-    report = redact_file(p, raw_snapshot, out_dir / "records.jsonl")
+    report = redact_file(p, raw_snapshot, out_dir / "records.jsonl", progress=True)
     write_json(out_dir / "report.json", report)
     return report
 
@@ -179,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     report = run(params_mod.load(args.params).redact, args.raw_snapshot, args.out_dir)
-    print(f"redact: {report['records']} records, replaced {report['replaced']}")
+    print(f"redact: {report['records']} records, replaced {report['replaced']}, "
+          f"{report['records_with_residual']} with a residual {report['residual']}")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,107 @@ def test_cli_redacts_a_file_one_record_in_one_out_same_order(tmp_path):
     assert [l.get("id") for l in lines[:5]] == [f"r{i}" for i in range(5)] and len(lines) == 6
     assert "@example.com" not in out.read_text()
     assert json.loads(report.read_text())["replaced"]["EMAIL_ADDRESS"] == 5
+
+
+# --- secrets, formats, placeholders, residual scan, speed-ups that must not change the output ---
+
+def test_secrets_of_common_providers_private_keys_jwts_and_url_passwords_are_replaced(redactor):
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAabc123\nxyz789+/abc\n-----END RSA PRIVATE KEY-----"
+    values = ["AKIAABCDEFGHIJKLMNOP", "ghp_" + "a1B2" * 9, "xoxb-1234567890-1234567890-AbCdEfGhIjKlMnOpQrStUvWx",
+              "sk-proj-" + "Ab1_" * 12, "sk_live_" + "a1B2c3D4" * 4, "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+              "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"]
+    record = chat(("user", " and ".join(values) + f"\n{pem}\nconnect postgres://admin:Secr3tPass@db.internal:5432/app"))
+    text = redactor.redact_record(record)["messages"][0]["content"]
+    for value in values + ["MIIEowIBAAKCAQEAabc123", "xyz789", "Secr3tPass"]:
+        assert value not in text
+    assert "<PRIVATE_KEY_1>" in text and "postgres://<PASSWORD_1>@" in text
+
+
+def test_phone_numbers_in_common_formats_are_replaced_even_when_unassigned(redactor):
+    phones = ["+14155550199", "+1 415 555 0199", "(555) 123-4567", "555.123.4567", "555-123-4567",
+              "+44 20 7946 0958", "+49 30 12345678", "020 7946 0958"]
+    text = redactor.redact_record(chat(("user", "; ".join(phones))))["messages"][0]["content"]
+    assert not any(p in text for p in phones), text
+    assert text.count("<PHONE_NUMBER_") == len(phones)
+
+
+def test_placeholders_of_a_type_are_numbered_per_distinct_value(redactor):
+    record = chat(("user", "Call 555-123-4567 or 555-987-6543, card 4111 1111 1111 1111"),
+                  ("assistant", "I will call 555-987-6543."))
+    out = redactor.redact_record(record)
+    assert out["messages"][0]["content"] == "Call <PHONE_NUMBER_1> or <PHONE_NUMBER_2>, card <CREDIT_CARD_1>"
+    assert out["messages"][1]["content"] == "I will call <PHONE_NUMBER_2>."
+
+
+def test_a_clean_redacted_record_has_no_residual_key(redactor):
+    out = redactor.redact_record(chat(("user", "My email is a@example.com, order #123456, $45.99")))
+    assert "_residual" not in out
+
+
+def test_residual_scan_flags_what_redaction_left_and_ignores_placeholders():
+    from pipelines import residual
+
+    assert residual.scan_text("Mail <EMAIL_ADDRESS_1>, call <PHONE_NUMBER_2>, order #123456") == set()
+    left = residual.scan_record(chat(("user", "reach me at jo@example.com or 415 555 0199"),
+                                     ("assistant", "key AKIAABCDEFGHIJKLMNOP, ip 10.1.2.3, "
+                                                   "card 4111-1111-1111-1111, ssn 123-45-6789")))
+    assert left == ["API_KEY", "CREDIT_CARD", "EMAIL_ADDRESS", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN"]
+
+
+def test_a_record_the_redaction_missed_something_in_gets_a_sorted_residual(params, replace):
+    # Without the email recognizer, the residual scan must catch the address that slipped through.
+    no_email = redact.Redactor(replace(params.redact, entities=["PHONE_NUMBER"]))
+    out = no_email.redact_record(chat(("user", "x@example.com, 555-123-4567")))
+    assert out["_residual"] == ["EMAIL_ADDRESS"] and "<PHONE_NUMBER_1>" in out["messages"][0]["content"]
+    assert no_email.report(1)["residual"] == {"EMAIL_ADDRESS": 1}
+
+
+def test_every_recognizer_has_a_trigger_that_all_its_matches_contain(redactor):
+    """The triggers table covers every recognizer in use, and on the labeled set each recognizer's
+    every hit (run on its own, over whole texts) contains its trigger."""
+    import re
+
+    from pipelines import pii_testset
+
+    recognizers = redactor.analyzer.registry.get_recognizers("en", entities=redactor.entities)
+    assert {r.name for r in recognizers} <= set(redact.RECOGNIZER_TRIGGERS)
+    texts = {m["content"] for record, _ in pii_testset.generate(300, 3) for m in record["messages"]}
+    nlp = redactor.analyzer.nlp_engine
+    for text in texts:
+        artifacts = nlp.process_text(text, "en")
+        for r in recognizers:
+            trigger = re.compile(redact.RECOGNIZER_TRIGGERS[r.name], re.IGNORECASE)
+            for hit in r.analyze(text, r.supported_entities, artifacts) or []:
+                assert trigger.search(text[hit.start:hit.end]), (r.name, text[hit.start:hit.end])
+
+
+def test_triggers_and_the_text_cache_change_nothing_against_the_full_analyzer(redactor):
+    """On the labeled set: no text the full analyzer flags is skipped, and every result is equal."""
+    from pipelines import pii_testset
+
+    texts = [m["content"] for record, _ in pii_testset.generate(300, 4) for m in record["messages"]]
+    key = lambda results: sorted((r.entity_type, r.start, r.end, r.score) for r in results)  # noqa: E731
+    for text in texts:
+        full = redactor.analyzer.analyze(text, language="en", entities=redactor.entities,
+                                         score_threshold=redactor.params.score_threshold)
+        assert key(redactor.analyze(text)) == key(full), text
+
+
+def test_output_is_byte_identical_whatever_the_number_of_workers(params, replace, tmp_path):
+    from pipelines import pii_testset
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r, _ in pii_testset.generate(120, 5)) + "not json\n")
+    outputs = []
+    for workers in (1, 2, 3):
+        p = replace(params.redact, workers=workers, chunk_records=25)
+        report = redact.redact_file(p, src, tmp_path / f"out{workers}.jsonl")
+        outputs.append(((tmp_path / f"out{workers}.jsonl").read_bytes(), report["replaced"],
+                        report["residual"]))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(outputs[0][0].splitlines()) == 121
+
+
+def test_a_named_ner_model_disables_the_triggers(redactor, monkeypatch):
+    monkeypatch.setitem(redact.RECOGNIZER_TRIGGERS, "EmailRecognizer", None)
+    assert redact.entity_triggers(redactor.analyzer, "en", redactor.entities) is None

@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import pii_testset, redact
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_labeled_set_is_seeded_and_every_injected_value_is_in_its_record():
+    a, b = pii_testset.generate(800, 1), pii_testset.generate(800, 1)
+    assert [r for r, _ in a] == [r for r, _ in b]
+    for record, injected in a:
+        text = "\n".join(m["content"] for m in record["messages"])
+        assert all(inj.value in text for inj in injected)
+    kinds = {(i.entity, i.format) for _, injected in a for i in injected}
+    assert {e for e, _ in kinds} >= set(pii_testset.MUST_VANISH)
+    assert len(kinds) > 40
+
+
+@pytest.fixture(scope="module")
+def redacted(params):
+    pairs = pii_testset.generate(1500, 0)
+    redactor = redact.Redactor(params.redact)
+    return pairs, [redactor.redact_record(record) for record, _ in pairs]
+
+
+def test_no_email_phone_card_iban_ssn_ip_secret_or_address_survives_redaction(redacted):
+    pairs, out = redacted
+    left = [(i.entity, i.format, i.value) for (_, injected), o in zip(pairs, out)
+            for i in pii_testset.survivors(o, injected) if i.entity in pii_testset.MUST_VANISH]
+    assert left == []
+    recall = pii_testset.recall(pairs, out)
+    assert all(recall[e]["recall"] == 1.0 for e in pii_testset.MUST_VANISH)
+
+
+def test_person_recall_is_reported_as_not_measured_without_an_ner_model(redacted):
+    recall = pii_testset.recall(*redacted)
+    assert recall["PERSON"]["recall"] is None and "not measured" in recall["PERSON"]["note"]
+
+
+def test_the_redacted_labeled_set_has_no_residual(redacted):
+    assert [o["_residual"] for o in redacted[1] if "_residual" in o] == []
+
+
+def test_the_benchmark_runs_on_a_few_records(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/redact_bench.py"), "--records", "60",
+                             "--no-dask", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["records"] == 60 and figures["output_identical_1_vs_n_workers"] is True
+    assert figures["recall_project"]["EMAIL_ADDRESS"] == 1.0 and "records/s" in result.stdout
