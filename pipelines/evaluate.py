@@ -35,23 +35,13 @@ from pipelines.records import read_jsonl, write_json
 SETS = ("new", "golden", "replay", "anchor")
 MARGIN_SETS = ("new", "golden")  # sets of distinct questions, where a wrong answer means something
 
-# What a generated answer must never contain: the shapes of personal data and secrets. Training
-# data is redacted, so a model that emits these learned them from somewhere they should not be.
-PII_SHAPES = {
-    "EMAIL_ADDRESS": r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b",
-    "PHONE_NUMBER": r"(?<![\w#])\+?\(?\d{1,4}\)?[ .-]\d{2,4}[ .-]\d{3,4}(?:[ .-]\d{3,4})?\b",
-    "CREDIT_CARD": r"\b(?:\d[ -]?){12,18}\d\b",
-    "IBAN_CODE": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
-    "US_SSN": r"\b\d{3}-\d{2}-\d{4}\b",
-    "IP_ADDRESS": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
-    "API_KEY": r"\b(?:sk-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[A-Z0-9]{16}|gh[pousr]_[A-Za-z0-9]{36,}"
-               r"|xox[abprs]-[A-Za-z0-9-]{10,})",
-}
-
-
 def pii_shapes(text: str) -> list[str]:
-    """The kinds of personal data or secrets that `text` appears to contain (placeholders are not)."""
-    return sorted(kind for kind, pattern in PII_SHAPES.items() if re.search(pattern, text))
+    """The kinds of personal data or secrets that `text` appears to contain, by the same scan that
+    checks redacted records (placeholders such as <EMAIL_ADDRESS_1> do not count). Training data
+    is redacted, so a model that emits these learned them from somewhere they should not be."""
+    from pipelines.residual import scan_text
+
+    return sorted(scan_text(text))
 
 
 def mismatched(records: list[dict]) -> list[dict]:

@@ -123,6 +123,20 @@ def entity_triggers(analyzer, language: str, entities: list[str]) -> dict[str, r
             for e, ts in patterns.items() if ts}
 
 
+# Longer texts are analysed in overlapping windows: spaCy refuses texts over its max_length (1M
+# characters), and an NER model needs about 1 GB of memory per 100,000 characters. The overlap is
+# longer than any entity the recognizers find (a 4096-bit PEM private key is about 3,300), so
+# every entity lies whole inside at least one window.
+WINDOW_CHARS = 100_000
+WINDOW_OVERLAP = 4_096
+
+
+def windows(length: int) -> list[int]:
+    """Start offsets of the windows that cover a text of `length` characters."""
+    step = WINDOW_CHARS - WINDOW_OVERLAP
+    return list(range(0, max(length - WINDOW_OVERLAP, 1), step))
+
+
 class Redactor:
     """Redacts records; one instance keeps the engines warm and the analysed texts cached."""
 
@@ -153,8 +167,15 @@ class Redactor:
         results = []
         if entities:
             self.analysed += 1
-            results = self.analyzer.analyze(text, language=self.params.language, entities=entities,
-                                            score_threshold=self.params.score_threshold)
+            seen = set()
+            for start in windows(len(text)):
+                for r in self.analyzer.analyze(text[start:start + WINDOW_CHARS],
+                                               language=self.params.language, entities=entities,
+                                               score_threshold=self.params.score_threshold):
+                    r.start, r.end = r.start + start, r.end + start
+                    if (r.entity_type, r.start, r.end) not in seen:
+                        seen.add((r.entity_type, r.start, r.end))
+                        results.append(r)
         if len(self.cache) >= self.params.text_cache_size:
             self.cache.clear()
         self.cache[text] = results

@@ -43,7 +43,6 @@ BAD = {
     "invalid_utf8": (b'{"id": "latin1", "timestamp": "' + TS.encode()
                      + b'", "messages": [{"role": "user", "content": "caf\xe9 cr\xe8me?"}]}', ["invalid_utf8"]),
     "not_an_object": (b'["user", "hello"]', ["not_an_object"]),
-    "missing_id": (line({k: v for k, v in good(900).items() if k != "id"}), ["missing_id"]),
     "missing_messages": (line({"id": "no-messages", "timestamp": TS, "feedback": None}), ["missing_messages"]),
     "missing_timestamp": (line({k: v for k, v in good(901).items() if k != "timestamp"}), ["bad_timestamp"]),
     "id_of_wrong_type": (line({**good(902), "id": {"nested": 1}}), ["invalid_id"]),
@@ -70,6 +69,8 @@ DUPLICATES = {
     "logged_twice": line(good(5)),                            # the very same line again
 }
 GOOD = 90  # enough good records that the bad ones stay under max_quarantine_rate
+# No id, as in OpenAI fine-tuning files: ingest gives it a stable id from its content; it is clean.
+NO_ID = {k: v for k, v in good(900).items() if k != "id"}
 
 
 def run_cycle(ws, params, lines: list[bytes]) -> dict:
@@ -96,7 +97,7 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
 @pytest.fixture(scope="module")
 def cycle(tmp_path_factory, params):
     """One night of 90 good lines with every kind of bad line mixed in, through all stages."""
-    lines = [line(good(i)) for i in range(GOOD)]
+    lines = [line(good(i)) for i in range(GOOD)] + [line(NO_ID)]
     for n, raw in enumerate([raw for raw, _ in BAD.values()] + list(DUPLICATES.values())):
         lines.insert(7 + 5 * n, raw)
     return run_cycle(tmp_path_factory.mktemp("ws"), params, lines)
@@ -115,11 +116,19 @@ def test_each_bad_line_is_quarantined_with_its_reason(cycle, kind):
 
 
 def test_nothing_but_the_bad_lines_is_quarantined_and_every_pulled_line_is_accounted_for(cycle):
-    assert cycle["pulled"]["pulled"] == GOOD + len(BAD) + len(DUPLICATES)
+    pulled = GOOD + 1 + len(BAD) + len(DUPLICATES)
+    assert cycle["pulled"]["pulled"] == pulled
     assert cycle["validated"]["quarantined"] == len(BAD)
-    assert cycle["accounting"] == {"pulled": GOOD + len(BAD) + len(DUPLICATES), "clean": GOOD,
-                                   "quarantined": len(BAD), "duplicates": len(DUPLICATES),
-                                   "balanced": True}
+    counts = {k: cycle["accounting"][k] for k in ("pulled", "clean", "quarantined", "duplicates", "balanced")}
+    assert counts == {"pulled": pulled, "clean": GOOD + 1, "quarantined": len(BAD),
+                      "duplicates": len(DUPLICATES), "balanced": True}
+
+
+def test_a_record_without_an_id_gets_a_stable_id_from_its_content_and_is_clean(cycle):
+    from pipelines.records import content_id
+
+    [record] = [r for r in cycle["clean"] if r["id"].startswith("sha256-")]
+    assert record["id"] == content_id(NO_ID) and record["messages"] == NO_ID["messages"]
 
 
 def test_the_good_lines_are_clean_and_unchanged_by_validation(cycle):
@@ -134,7 +143,7 @@ def test_duplicate_ids_and_repeated_conversations_are_counted_as_duplicates(cycl
     assert cycle["dataset"]["duplicates"] == len(DUPLICATES)
     assert cycle["validated"]["exact_duplicates"] == len(DUPLICATES)
     train_and_eval = cycle["dataset"]["train_new"] + cycle["dataset"]["eval"]
-    assert train_and_eval == GOOD  # the first of each repeated pair is kept, the repeat is not
+    assert train_and_eval == GOOD + 1  # the first of each repeated pair is kept, the repeat is not
 
 
 def test_invalid_utf8_bytes_stay_in_the_raw_snapshot_and_readable_in_quarantine(cycle):
@@ -148,10 +157,6 @@ def test_the_cycle_writes_data_docs_for_the_batch(cycle):
     assert cycle["validated"]["data_docs"].endswith("reports/data_docs/index.html")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "redact passes whole messages to spaCy, which refuses texts over nlp.max_length "
-    "(1,000,000 chars) with ValueError E088: the redact stage must handle (or mark) long texts "
-    "before validate can quarantine them. Remove this mark when it does."))
 def test_a_10_mb_message_is_quarantined_as_too_long(tmp_path, params):
     huge = {**good(950), "messages": [{"role": "user", "content": "x" * 10_000_000},
                                       {"role": "assistant", "content": "ok"}]}

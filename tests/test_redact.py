@@ -180,3 +180,16 @@ def test_output_is_byte_identical_whatever_the_number_of_workers(params, replace
 def test_a_named_ner_model_disables_the_triggers(redactor, monkeypatch):
     monkeypatch.setitem(redact.RECOGNIZER_TRIGGERS, "EmailRecognizer", None)
     assert redact.entity_triggers(redactor.analyzer, "en", redactor.entities) is None
+
+
+def test_a_text_longer_than_one_window_is_redacted_across_window_boundaries(params):
+    from pipelines.redact import WINDOW_CHARS, WINDOW_OVERLAP, Redactor
+
+    email = "jane.doe@example.com"
+    # One e-mail straddles the first window's end, one sits deep in the third window.
+    cut = WINDOW_CHARS - len(email) // 2
+    text = "word " * (cut // 5) + email + " " + "word " * (WINDOW_CHARS // 5 * 2) + "mail ann@example.org now"
+    assert len(text) > 2 * WINDOW_CHARS - WINDOW_OVERLAP
+    redacted = Redactor(params.redact).redact_text(text, {})
+    assert email not in redacted and "ann@example.org" not in redacted
+    assert redacted.count("<EMAIL_ADDRESS_1>") == 1 and redacted.count("<EMAIL_ADDRESS_2>") == 1
