@@ -29,6 +29,7 @@ WORKSPACE_GITIGNORE = """\
 /logs/
 /reports/summary.json
 /reports/cycles/
+/reports/model_drift.*
 /.cache/
 __pycache__/
 """

@@ -260,7 +260,12 @@ def _build(cls: type, raw: Any, where: str):
             sub = globals()[hint[len("dict[str, "):-1]]
             if not isinstance(value, dict) or not value:
                 raise ParamsError(f"params.yaml: {where}{name} must be a non-empty mapping")
-            values[name] = {k: _build(sub, v, f"{where}{name}.{k}.") for k, v in value.items()}
+            values[name] = {}
+            for key, item in value.items():
+                try:
+                    values[name][key] = _build(sub, item, f"{where}{name}.{key}.")
+                except ParamsError as exc:
+                    raise ParamsError(f"params.yaml: {where}{name}.{key}: {exc}") from None
             continue
         if not _TYPE_CHECKS[hint](value):
             raise ParamsError(f"params.yaml: {where}{name} must be {hint}, not {value!r}")

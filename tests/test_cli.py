@@ -65,8 +65,9 @@ def test_golden_add_redacts_validates_versions_and_commits_and_refuses_bad_recor
     assert record["metadata"]["added_as"] == "ticket-9" and record["metadata"]["expect"] == "#123456"
     log = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=ws, capture_output=True, text=True)
     assert log.stdout.strip() == "golden set: add 1 record(s): order questions"
-    dvc_status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, capture_output=True, text=True)
-    assert "golden" not in dvc_status.stdout  # the .dvc file matches the new content
+    dvc_status = subprocess.run([sys.executable, "-m", "dvc", "status", "data/golden/golden.jsonl.dvc"],
+                                cwd=ws, capture_output=True, text=True)
+    assert "up to date" in dvc_status.stdout  # the .dvc file matches the new content
 
     again = nightshift("golden", "add", str(tmp_path / "good.jsonl"), "--reason", "x", "--workspace", str(ws))
     assert again.returncode == 0 and "already in the golden set" in again.stdout

@@ -22,9 +22,21 @@ def test_unknown_key_is_an_error_naming_the_key(tmp_path):
 
 def test_missing_key_is_an_error_naming_the_key(tmp_path):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    del raw["gate"]["max_regression"]
+    del raw["evaluate"]["replay_examples"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(params_mod.ParamsError, match="gate.max_regression"):
+    with pytest.raises(params_mod.ParamsError, match="evaluate.replay_examples"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_gate_thresholds_are_checked_per_metric(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["gate"]["thresholds"]["golden.eval_loss"] = {"max_increse": 0.1}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match=r"gate.thresholds.golden.eval_loss.max_increse"):
+        params_mod.load(tmp_path / "params.yaml")
+    raw["gate"]["thresholds"]["golden.eval_loss"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match="at least one of"):
         params_mod.load(tmp_path / "params.yaml")
 
 
