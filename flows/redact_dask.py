@@ -75,5 +75,12 @@ def redact_with_dask(p: params_mod.RedactParams, in_path: Path, out_path: Path, 
                                                            dataclasses.asdict(p))
     finally:
         if server is not None:
+            # Send the queued logs and events while their server is up: left for interpreter exit,
+            # the workers would wait on a server that is gone (as prefect_test_harness does).
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all()
+            EventsWorker.drain_all()
             del os.environ["PREFECT_API_URL"]
             server.stop()
