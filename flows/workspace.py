@@ -31,6 +31,8 @@ WORKSPACE_GITIGNORE = """\
 /reports/cycles/
 /reports/model_drift.*
 /.cache/
+# Checkpoints of a training run that has not finished (deleted when it does; never versioned)
+/models/checkpoints/
 __pycache__/
 """
 

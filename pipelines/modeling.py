@@ -32,22 +32,27 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
-def quantization_config(quantization: str):
-    """QLoRA's recipe (Dettmers et al., 2023): 4-bit NormalFloat, double quantisation, bf16 compute."""
+def quantization_config(quantization: str, quant_storage: str | None = None):
+    """QLoRA's recipe (Dettmers et al., 2023): 4-bit NormalFloat, double quantisation, bf16 compute.
+
+    `quant_storage` is the dtype the packed 4-bit weights are stored in (bitsandbytes' default is
+    uint8); FSDP needs it to be the model's float dtype to shard them (FSDP with QLoRA)."""
     if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
+    extra = {"bnb_4bit_quant_storage": getattr(torch, quant_storage)} if quant_storage else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
+                              **extra)
 
 
-def load_base(model: str, quantization: str):
+def load_base(model: str, quantization: str, quant_storage: str | None = None):
     """The base model, from a hub id or a local path, 4-bit quantised for QLoRA or not."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        model, quantization_config=quantization_config(quantization),
+        model, quantization_config=quantization_config(quantization, quant_storage),
         dtype=torch.float32 if quantization == "none" else torch.bfloat16)
 
 

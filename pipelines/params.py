@@ -127,6 +127,19 @@ class DriftParams:
 
 
 @dataclass(frozen=True)
+class DistributedParams:
+    processes: int
+    strategy: str
+    fsdp_offload_params: bool
+
+    def __post_init__(self):
+        if self.processes < 1:
+            raise ParamsError(f"train.distributed.processes must be at least 1, not {self.processes}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ParamsError(f"train.distributed.strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
+
+
+@dataclass(frozen=True)
 class TrainParams:
     quantization: str
     lora_r: int
@@ -137,10 +150,26 @@ class TrainParams:
     epochs: int
     batch_size: int
     max_length: int
+    checkpoint_steps: int
+    checkpoints_kept: int
+    distributed: DistributedParams
 
     def __post_init__(self):
         if self.quantization not in ("4bit", "none"):
             raise ParamsError(f"train.quantization must be '4bit' or 'none', not {self.quantization!r}")
+        if self.checkpoint_steps < 1:
+            raise ParamsError(f"train.checkpoint_steps must be at least 1, not {self.checkpoint_steps}")
+        if self.checkpoints_kept < 1:
+            raise ParamsError(f"train.checkpoints_kept must be at least 1, not {self.checkpoints_kept}")
+        if self.batch_size % self.distributed.processes:
+            raise ParamsError(f"train.batch_size ({self.batch_size}) must be a multiple of "
+                              f"train.distributed.processes ({self.distributed.processes}): each "
+                              "process takes an equal share of every batch")
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """Each process's share of the global batch."""
+        return self.batch_size // self.distributed.processes
 
 
 @dataclass(frozen=True)

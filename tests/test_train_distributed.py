@@ -1,0 +1,145 @@
+"""Several training processes: the accelerate config the stage generates (DDP, FSDP with QLoRA),
+a real 2-process CPU run (gloo) through `accelerate launch`, and the 2-GPU FSDP+QLoRA run where
+GPUs exist."""
+
+import dataclasses
+import datetime as dt
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from pipelines import params as params_mod
+from pipelines import sample_logs, train
+from pipelines.records import write_jsonl
+from tests.conftest import ROOT, write_tiny_params
+
+EXAMPLES, EPOCHS = 32, 3  # 4 steps an epoch at the global batch of 8: 12 steps
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    rng = random.Random(2)
+    records = [sample_logs.make_record(rng, dt.date(2026, 1, 7), i, sample_logs.TOPICS[i % 6])
+               for i in range(EXAMPLES)]
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_jsonl(path, records)
+    return path
+
+
+def distributed(params, **values) -> params_mod.TrainParams:
+    return dataclasses.replace(params.train, distributed=dataclasses.replace(
+        params.train.distributed, **values))
+
+
+def written_config(tmp_path, config: dict):
+    """The config as the launcher writes it, read back by accelerate's own config loader."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=True))
+    return load_config_from_file(str(path))
+
+
+def test_fsdp_qlora_config_follows_the_peft_recipe(tmp_path, params):
+    p = distributed(params, processes=4, strategy="fsdp")
+    loaded = written_config(tmp_path, train.accelerate_config(p, cuda=True, port=29555))
+    assert loaded.distributed_type == "FSDP" and loaded.num_processes == 4
+    assert loaded.main_process_port == 29555 and loaded.mixed_precision == "bf16"
+    fsdp = loaded.fsdp_config
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_use_orig_params"] is False
+    assert fsdp["fsdp_cpu_ram_efficient_loading"] is True and fsdp["fsdp_sync_module_states"] is True
+    assert fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    assert fsdp["fsdp_offload_params"] is False
+
+
+def test_fsdp_qlora_stores_the_4bit_weights_in_the_compute_dtype():
+    import torch
+
+    from pipelines.modeling import quantization_config
+
+    config = quantization_config("4bit", quant_storage="bfloat16")
+    assert config.bnb_4bit_quant_storage == config.bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization_config("4bit").bnb_4bit_quant_storage == torch.uint8  # the default elsewhere
+
+
+def test_ddp_config_on_gpus_and_gloo_processes_without_cuda(tmp_path, params):
+    p = distributed(params, processes=2, strategy="ddp")
+    gpu = written_config(tmp_path, train.accelerate_config(p, cuda=True, port=29556))
+    assert gpu.distributed_type == "MULTI_GPU" and gpu.num_processes == 2 and not gpu.use_cpu
+    cpu = written_config(tmp_path, train.accelerate_config(p, cuda=False, port=29557))
+    assert cpu.distributed_type == "MULTI_CPU" and cpu.num_processes == 2 and cpu.use_cpu
+    with pytest.raises(RuntimeError, match="needs CUDA GPUs"):
+        train.accelerate_config(distributed(params, processes=2, strategy="fsdp"), cuda=False, port=1)
+
+
+def test_the_global_batch_is_split_evenly_across_processes(params):
+    assert distributed(params, processes=2).per_device_batch_size == params.train.batch_size // 2
+    with pytest.raises(params_mod.ParamsError, match="multiple of train.distributed.processes"):
+        distributed(params, processes=3)
+
+
+def run_stage(tmp_path, tiny_base, train_file, **overrides):
+    params_file = write_tiny_params(tmp_path / "params.yaml", **{
+        "base.model": tiny_base, "train.epochs": EPOCHS, **overrides})
+    out = tmp_path / "candidate"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.train", str(tmp_path / "no-parent"), str(train_file),
+         str(out), "--metrics", str(tmp_path / "train.json"), "--params", str(params_file),
+         "--checkpoints", str(tmp_path / "checkpoints")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result, out, json.loads((tmp_path / "train.json").read_text())
+
+
+def test_two_cpu_processes_over_gloo_train_one_adapter_like_one_process(tmp_path, tiny_base, params,
+                                                                         train_file):
+    # No dropout: each process draws its own dropout masks, which no single process reproduces.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["distributed"]
+    result, out, metrics = run_stage(tmp_path / "two", tiny_base, train_file, **{
+        "train.lora_dropout": 0.0, "train.distributed": {**raw, "processes": 2}})
+    assert "accelerate.commands.launch" in result.stdout and "MULTI_CPU" in result.stdout
+    assert metrics["processes"] == 2 and metrics["steps"] == EXAMPLES // 8 * EPOCHS
+    assert metrics["final_loss"] < metrics["first_loss"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                       train.ADAPTER_INFO] or written == ["adapter_config.json",
+                                                           "adapter_model.safetensors",
+                                                           train.ADAPTER_INFO]
+    assert result.stdout.count("train: 12 steps") == 1, "only the main process reports"
+
+    single = train.run(dataclasses.replace(params.train, lora_dropout=0.0, epochs=EPOCHS), tiny_base,
+                       params.seed, tmp_path / "no-parent", train_file, tmp_path / "single")
+    two, one = load_file(out / "adapter_model.safetensors"), load_file(
+        tmp_path / "single" / "adapter_model.safetensors")
+    assert two.keys() == one.keys()
+    # Same examples in each global step (the seeded sampler, process r taking the r-th half),
+    # same token-weighted loss; only the order of float sums differs (the gradients are summed
+    # across processes): equal within bf16 rounding, not bit for bit.
+    for name in one:
+        assert _allclose(two[name], one[name]), name
+
+
+def _allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_fsdp_qlora_on_two_gpus(tmp_path, tiny_base, train_file):
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"FSDP with QLoRA needs 2 CUDA GPUs; {torch.cuda.device_count()} visible")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["distributed"]
+    result, out, metrics = run_stage(tmp_path, tiny_base, train_file, **{
+        "train.distributed": {**raw, "processes": 2, "strategy": "fsdp"}})
+    assert "FSDP" in result.stdout
+    assert metrics["processes"] == 2 and metrics["final_loss"] < metrics["first_loss"]
+    assert load_file(out / "adapter_model.safetensors")
