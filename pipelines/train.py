@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -145,6 +144,10 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
         trainer.add_callback(CheckpointCompleteCallback())
+        if args.world_size > 1 and trainer.is_world_process_zero():
+            state = trainer.accelerator.state
+            print(f"train: {args.world_size} processes, {state.distributed_type.value} over "
+                  f"{state.backend}, {p.per_device_batch_size} examples each per step", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     losses = [round(h["loss"], 4) for h in logged]
@@ -310,13 +313,15 @@ def in_distributed_launch() -> bool:
     return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def accelerate_config(p: params_mod.TrainParams, cuda: bool, port: int) -> dict:
+def accelerate_config(p: params_mod.TrainParams, cuda: bool) -> dict:
     """The `accelerate launch` config file for `train.distributed`, as a dict to write as YAML.
 
     On GPUs: DDP is MULTI_GPU; FSDP follows PEFT's FSDP+QLoRA recipe (decoder layers wrapped as
     FSDP units, `use_orig_params: false`, weights loaded on rank 0 only and broadcast, sharded
-    checkpoints). Without CUDA: MULTI_CPU processes over gloo (DDP only: FSDP with 4-bit weights
-    needs GPUs).
+    checkpoints). Without CUDA (DDP only: FSDP with 4-bit weights needs GPUs): accelerate's
+    MULTI_CPU type starts its processes through mpirun, which is not here, so the config asks for
+    its torchrun launcher (the MULTI_GPU one) with `use_cpu`; the Trainer, told to use the CPU,
+    then runs the processes as MULTI_CPU over gloo.
     """
     d = p.distributed
     if d.strategy == "fsdp" and not cuda:
@@ -325,14 +330,13 @@ def accelerate_config(p: params_mod.TrainParams, cuda: bool, port: int) -> dict:
     config = {
         "compute_environment": "LOCAL_MACHINE", "debug": False, "num_machines": 1,
         "machine_rank": 0, "num_processes": d.processes, "main_process_ip": "127.0.0.1",
-        "main_process_port": port, "rdzv_backend": "static", "same_network": True,
+        # 0: accelerate picks a free port (29500, the usual one, may be taken by another job).
+        "main_process_port": 0, "rdzv_backend": "static", "same_network": True,
         # The Trainer's bf16 flag (QLoRA's compute dtype) decides; the launcher agrees with it.
         "mixed_precision": "bf16" if p.quantization != "none" else "no", "downcast_bf16": "no",
         "use_cpu": not cuda,
     }
-    if not cuda:
-        config["distributed_type"] = "MULTI_CPU"
-    elif d.strategy == "ddp":
+    if d.strategy == "ddp":
         config.update(distributed_type="MULTI_GPU", gpu_ids="all")
     else:
         config.update(distributed_type="FSDP", fsdp_config={
@@ -368,25 +372,19 @@ def launch_distributed(p: params_mod.TrainParams, argv: list[str]) -> None:
     import torch
     import yaml
 
-    config = accelerate_config(p, torch.cuda.is_available(), _free_port())
+    config = accelerate_config(p, torch.cuda.is_available())
     with tempfile.TemporaryDirectory(prefix="nightshift-accelerate-") as tmp:
         config_file = Path(tmp) / "accelerate.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=True))
         command = launch_command(config_file, argv)
-        print(f"train: {p.distributed.processes} processes ({config['distributed_type']}, "
-              f"{p.per_device_batch_size} examples per process per step) through\n  "
+        print(f"train: {p.distributed.processes} processes ({p.distributed.strategy} on "
+              f"{'the CPU' if config['use_cpu'] else 'GPUs'}, {p.per_device_batch_size} "
+              "examples per process per step) through\n  "
               f"{' '.join(command)}\nwith {config_file}:\n{config_file.read_text()}", flush=True)
         returncode = subprocess.call(command, preexec_fn=_die_with_parent)
     if returncode != 0:
         raise SystemExit(f"train: `accelerate launch` exited with {returncode}; the processes' "
                          "errors are above. Set train.distributed.processes: 1 to train in one process.")
-
-
-def _free_port() -> int:
-    """A free loopback port for the processes' rendezvous (29500, the default, may be taken)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:
