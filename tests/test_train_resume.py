@@ -18,9 +18,10 @@ from pipelines import sample_logs, train
 from pipelines.records import write_jsonl
 from tests.conftest import ROOT, write_tiny_params
 
-# 48 examples, 8 per step, 4 epochs: 24 steps, a checkpoint every 2: the first one appears
-# after a tenth of the run, leaving the kill plenty of steps to land in.
-EPOCHS, CHECKPOINT_STEPS = 4, 2
+# 48 examples, 8 per step, 2 epochs: 12 steps, a checkpoint every 2: the first one appears
+# after a sixth of the run, leaving the kill ten steps to land in; the resumed run crosses an
+# epoch boundary, where the sampler is reseeded.
+EPOCHS, CHECKPOINT_STEPS = 2, 2
 
 
 @pytest.fixture(scope="module")
