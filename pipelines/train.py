@@ -84,6 +84,8 @@ class ProgressCallback(TrainerCallback):
     """One line every tenth of the run: step and loss."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         every = max(1, state.max_steps // 10)
         if logs and "loss" in logs and (state.global_step % every == 0
                                         or state.global_step == state.max_steps):
@@ -138,7 +140,8 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
             num_train_epochs=p.epochs, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
             warmup_steps=0.1, logging_steps=1, report_to=[], seed=seed,
             data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
-            bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False)
+            bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False,
+            ddp_find_unused_parameters=False)  # every LoRA weight takes part in every step
         trainer = Trainer(model=model, args=args, train_dataset=examples,
                           data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
         trainer.remove_callback(PrinterCallback)

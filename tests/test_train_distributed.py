@@ -86,6 +86,7 @@ def test_the_global_batch_is_split_evenly_across_processes(params):
 
 
 def run_stage(tmp_path, tiny_base, train_file, **overrides):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     params_file = write_tiny_params(tmp_path / "params.yaml", **{
         "base.model": tiny_base, "train.epochs": EPOCHS, **overrides})
     out = tmp_path / "candidate"
@@ -108,29 +109,25 @@ def test_two_cpu_processes_over_gloo_train_one_adapter_like_one_process(tmp_path
     assert "2 processes, MULTI_CPU over gloo" in result.stdout
     assert metrics["processes"] == 2 and metrics["steps"] == EXAMPLES // 8 * EPOCHS
     assert metrics["final_loss"] < metrics["first_loss"]
-    written = sorted(p.name for p in out.iterdir())
-    assert written == ["README.md", "adapter_config.json", "adapter_model.safetensors",
-                       train.ADAPTER_INFO] or written == ["adapter_config.json",
-                                                           "adapter_model.safetensors",
-                                                           train.ADAPTER_INFO]
-    assert result.stdout.count("train: 12 steps") == 1, "only the main process reports"
+    assert (out / "adapter_model.safetensors").exists() and (out / train.ADAPTER_INFO).exists()
+    assert result.stdout.count(f"train: {metrics['steps']} steps") == 1, "only the main process reports"
 
     single = train.run(dataclasses.replace(params.train, lora_dropout=0.0, epochs=EPOCHS), tiny_base,
                        params.seed, tmp_path / "no-parent", train_file, tmp_path / "single")
-    two, one = load_file(out / "adapter_model.safetensors"), load_file(
-        tmp_path / "single" / "adapter_model.safetensors")
+    # Same examples in each global step (the seeded sampler; process r takes the r-th half of
+    # each global batch) and the loss averaged over the tokens of the whole global batch, as in
+    # one process: the per-step losses agree to the third decimal. Not bit for bit: the
+    # gradients are summed across processes in another order and the bf16 compute rounds the
+    # difference up, so the adapters differ by well under 2% of each weight's norm (measured
+    # 0.3% for the lora_B weights, which start at zero: a fraction of what training moved them).
+    assert len(metrics["losses"]) == len(single["losses"])
+    assert all(abs(a - b) < 2e-3 for a, b in zip(metrics["losses"], single["losses"]))
+    two = load_file(out / "adapter_model.safetensors")
+    one = load_file(tmp_path / "single" / "adapter_model.safetensors")
     assert two.keys() == one.keys()
-    # Same examples in each global step (the seeded sampler, process r taking the r-th half),
-    # same token-weighted loss; only the order of float sums differs (the gradients are summed
-    # across processes): equal within bf16 rounding, not bit for bit.
     for name in one:
-        assert _allclose(two[name], one[name]), name
-
-
-def _allclose(a, b) -> bool:
-    import torch
-
-    return torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-3)
+        difference = (two[name].float() - one[name].float()).norm() / one[name].float().norm()
+        assert difference < 0.02, (name, float(difference))
 
 
 @pytest.mark.gpu
