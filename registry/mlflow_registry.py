@@ -9,6 +9,7 @@ should decide, none when it failed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ def tracking_uri(p: params_mod.RegistryParams) -> str:
     if p.tracking_uri.startswith(prefix) and not p.tracking_uri.startswith(prefix + "/"):
         return prefix + str(Path(p.tracking_uri[len(prefix):]).resolve())
     return p.tracking_uri
+
+
+def configure_retries(retries: params_mod.RetryParams) -> None:
+    """How MLflow's HTTP client retries a request to a tracking server that fails to connect,
+    times out or answers 408/429/5xx: `retries.mlflow` times, first at once, then after
+    2x, 4x, 8x ... `retries.mlflow_backoff_seconds` (urllib3's exponential backoff). Set for
+    this process; read by MLflow on every request."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries.mlflow)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(retries.mlflow_backoff_seconds)
 
 
 def client(p: params_mod.RegistryParams):
