@@ -121,7 +121,7 @@ def version(ws: Path, date: dt.date) -> dict:
     p = params_mod.load(ws / "params.yaml")
     attempt, attempts = task_run.run_count or 1, p.retries.dvc_remote + 1
     try:
-        wsp.dvc(ws, "push", "-q", "-r", p.version.remote)
+        wsp.dvc(ws, "push", "-r", p.version.remote)  # not -q: its ERROR line says what failed
     except wsp.CommandError as exc:
         if attempt < attempts:
             get_run_logger().warning("dvc push attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
