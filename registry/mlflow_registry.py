@@ -78,8 +78,12 @@ def resolve_alias(p: params_mod.RegistryParams, alias: str = CHAMPION) -> Champi
     c = client(p)
     try:
         mv = c.get_model_version_by_alias(p.model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # No such model or alias: None. A server that stayed unreachable through every retry
+        # (retries.mlflow) is an error, never "no champion" (a cycle would start a new adapter).
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     return Champion(version=str(mv.version), run_id=mv.run_id, source=mv.source, tags=dict(mv.tags))
 
 

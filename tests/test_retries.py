@@ -35,6 +35,9 @@ def test_without_retries_an_unreachable_tracking_server_fails_at_once(tmp_path):
     started = time.time()
     with pytest.raises(MlflowException, match="Connection refused|Max retries exceeded"):
         reg.client(p.registry).search_experiments()
+    # Not "no champion": a cycle must not start a new adapter because the registry was down.
+    with pytest.raises(MlflowException, match="Connection refused|Max retries exceeded"):
+        reg.resolve_alias(p.registry)
     assert time.time() - started < 10
 
 
