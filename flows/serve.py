@@ -56,6 +56,7 @@ def deployment(ws: Path, p: params_mod.Params):
         description=f"nightshift: one nightly cycle of the workspace {ws}, learning the day before "
                     f"the run (in {p.schedule.timezone}).",
         tags=["nightshift"],
+        paused=False,  # resumes the schedule an earlier serve paused when it stopped
         # By module, not by file: a run imports the installed `flows.nightly`, wherever serve started.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

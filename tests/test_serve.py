@@ -14,6 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows import workspace as wsp
 from pipelines import sample_logs
@@ -81,8 +87,8 @@ def prefect_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(prefect_server, tmp_path_factory):
     """A tiny workspace served by `nightshift serve`, its DVC remote blocked until the first
-    push has failed, and one run triggered through the API: (workspace, flow run, task runs,
-    serve's output after Ctrl-C)."""
+    push has failed, and one run triggered through the API: (workspace, deployment, flow run,
+    its task runs, serve's exit code and output after Ctrl-C, the deployment after that)."""
     home, url = prefect_server
     ws = wsp.init(tmp_path_factory.mktemp("served") / "ws")
     write_tiny_params(ws / "params.yaml", **{
@@ -102,59 +108,56 @@ def served(prefect_server, tmp_path_factory):
                                  env=_prefect_env(home, url), stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     try:
-        deployment, flow_run, task_runs = asyncio.run(_trigger_and_watch(url, serve, serve_log, blocker))
-        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
-        serve.wait(timeout=60)
+        deployment, flow_run, task_runs, after_stop = asyncio.run(
+            _trigger_and_watch(url, serve, serve_log, blocker))
     finally:
         _stop(serve)
-    yield ws, deployment, flow_run, task_runs, serve.returncode, serve_log.read_text()
+    yield ws, deployment, flow_run, task_runs, serve.returncode, serve_log.read_text(), after_stop
 
 
 async def _trigger_and_watch(url: str, serve, serve_log: Path, blocker: Path):
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    """Wait for the deployment, trigger a run, unblock the remote once `version` awaits its
+    retry, wait for the run to end, then Ctrl-C the server process and read the deployment."""
     with temporary_settings({PREFECT_API_URL: url}):  # this process talks to the same server
-        return await _watch(serve, serve_log, blocker, get_client, run_deployment)
+        async with get_client() as client:
+            return await _watch(client, serve, serve_log, blocker)
 
 
-async def _watch(serve, serve_log, blocker, get_client, run_deployment):
+async def _watch(client, serve, serve_log: Path, blocker: Path):
     def alive():
         assert serve.poll() is None, f"nightshift serve exited:\n{serve_log.read_text()[-4000:]}"
 
-    async with get_client() as client:
-        deadline = time.time() + 180
-        while True:
-            try:
-                deployment = await client.read_deployment_by_name(f"nightly/{DEPLOYMENT}")
-                break
-            except Exception:
-                alive()
-                assert time.time() < deadline, f"no deployment after 180 s:\n{serve_log.read_text()[-4000:]}"
-                await asyncio.sleep(1)
-        run = await run_deployment(f"nightly/{DEPLOYMENT}", parameters={"date": NIGHT}, timeout=0)
-        deadline = time.time() + 1500
-        while True:
-            run = await client.read_flow_run(run.id)
-            if run.state and run.state.is_final():
-                break
+    deadline = time.time() + 180
+    while True:
+        try:
+            deployment = await client.read_deployment_by_name(f"nightly/{DEPLOYMENT}")
+            break
+        except ObjectNotFound:
             alive()
-            assert time.time() < deadline, f"run not done in 1500 s:\n{serve_log.read_text()[-4000:]}"
-            if blocker.is_file():
-                retrying = [t for t in await _task_runs(client, run.id)
-                            if t.name.startswith("version") and t.state_name in ("AwaitingRetry", "Retrying")]
-                if retrying:
-                    blocker.unlink()  # the remote comes back before the next attempt
-            await asyncio.sleep(0.5)
-        task_runs = await _task_runs(client, run.id)
-    return deployment, run, task_runs
+            assert time.time() < deadline, f"no deployment after 180 s:\n{serve_log.read_text()[-4000:]}"
+            await asyncio.sleep(1)
+    run = await run_deployment(f"nightly/{DEPLOYMENT}", parameters={"date": NIGHT}, timeout=0)
+    deadline = time.time() + 1500
+    while True:
+        run = await client.read_flow_run(run.id)
+        if run.state and run.state.is_final():
+            break
+        alive()
+        assert time.time() < deadline, f"run not done in 1500 s:\n{serve_log.read_text()[-4000:]}"
+        if blocker.is_file():
+            retrying = [t for t in await _task_runs(client, run.id)
+                        if t.name.startswith("version") and t.state_name in ("AwaitingRetry", "Retrying")]
+            if retrying:
+                blocker.unlink()  # the remote comes back before the next attempt
+        await asyncio.sleep(0.5)
+    task_runs = await _task_runs(client, run.id)
+    os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
+    await asyncio.to_thread(serve.wait, 60)
+    after_stop = await client.read_deployment_by_name(f"nightly/{DEPLOYMENT}")
+    return deployment, run, task_runs, after_stop
 
 
 async def _task_runs(client, flow_run_id):
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
     # sort and limit given: this server rejects the client's defaults (None) with a 422.
     return await client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
@@ -188,10 +191,11 @@ def test_a_failed_push_to_the_dvc_remote_is_retried_and_then_goes_through(served
     assert "are in sync" in wsp.dvc(ws, "status", "-c")  # everything the cycle made is on the remote
 
 
-def test_ctrl_c_stops_serving_cleanly(served):
-    *_, returncode, output = served
+def test_ctrl_c_stops_serving_cleanly_and_pauses_the_schedule(served):
+    *_, returncode, output, after_stop = served
     assert returncode == 0, output[-3000:]
     assert f"stopped. The deployment nightly/{DEPLOYMENT} stays" in output
+    assert after_stop.paused  # no late runs pile up while nothing serves them
 
 
 def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path):
