@@ -1,7 +1,7 @@
 """One cycle at a time per workspace: an exclusive flock on a lock file inside the workspace.
 
-The kernel releases a flock when its process ends, however it ends (SIGKILL, OOM, a power cut
-of the process), so a crash never leaves a stale lock behind. The holder writes who it is (pid,
+The kernel releases a flock when its process ends, however it ends (SIGKILL, the OOM killer, a
+crash), so a dead cycle never leaves a stale lock behind. The holder writes who it is (pid,
 host, cycle, start time) into the file, so a refused start can say what is running.
 The file lives in `.dvc/tmp/`, which DVC keeps out of git in every workspace (its own locks live
 there too).
@@ -82,3 +82,4 @@ def hold(ws: Path, cycle: str):
             os.ftruncate(fd, 0)  # nobody holds it now; the empty file stays for the next cycle
     finally:
         os.close(fd)  # closing the last descriptor releases the flock
+

@@ -139,7 +139,11 @@ def version(ws: Path, date: dt.date) -> dict:
 
 @task(name="register")
 def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dict) -> dict:
-    """Register the candidate with its lineage; the gate's verdict decides the alias move."""
+    """Register the candidate with its lineage; the gate's verdict decides the alias move.
+
+    Not retried as a task (a second attempt could register the candidate twice): each request
+    to a tracking server is retried by MLflow's HTTP client instead (retries.mlflow).
+    """
     p = params_mod.load(ws / "params.yaml")
     evaluation = read_json(ws / "reports/eval.json")
     verdict = read_json(ws / "reports/gate.json")
