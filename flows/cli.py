@@ -26,8 +26,12 @@ def _workspace(path: str) -> Path:
 
 
 def _workspace_params(path: str) -> tuple[Path, params_mod.Params]:
+    from registry import mlflow_registry as reg
+
     ws = _workspace(path)
-    return ws, params_mod.load(ws / "params.yaml")
+    p = params_mod.load(ws / "params.yaml")
+    reg.configure_retries(p.retries)  # promote, rollback, status, history ride out a restarting server too
+    return ws, p
 
 
 def cmd_init(args) -> None:
@@ -37,16 +41,36 @@ def cmd_init(args) -> None:
 
 
 def cmd_run(args) -> None:
+    from flows import cycle_lock
     from flows.nightly import nightly
 
     ws = _workspace(args.workspace)
-    params_mod.load(ws / "params.yaml")  # a broken params.yaml is reported before anything starts
+    p = params_mod.load(ws / "params.yaml")  # a broken params.yaml is reported before anything starts
+    day = args.date or p.schedule.yesterday().isoformat()
     started = time.time()
     try:
-        summary = nightly(date=args.date, workspace=str(ws), source=args.source)
+        # Taken here, before Prefect starts, so a second cycle is refused at once; the flow re-enters it.
+        with cycle_lock.hold(ws, day):
+            summary = nightly(date=day, workspace=str(ws), source=args.source)
+    except cycle_lock.CycleRunning as exc:
+        raise SystemExit(f"nightshift run: {exc}")
     except Exception as exc:
         fail(ws, exc, started)
     print_summary(summary)
+
+
+def cmd_serve(args) -> None:
+    from flows import serve
+
+    ws, p = _workspace_params(args.workspace)
+    try:
+        serve.serve(ws, p)
+    except serve.ServeError as exc:
+        raise SystemExit(f"nightshift serve: {exc}")
+    except KeyboardInterrupt:
+        pass
+    print(f"nightshift serve: stopped. The deployment nightly/{p.schedule.deployment} stays on the "
+          "Prefect server with its schedule paused; `nightshift serve` resumes it.")
 
 
 def fail(ws: Path, exc: Exception, started: float) -> None:
@@ -75,8 +99,12 @@ def cmd_demo(args) -> None:
         wsp.init(ws)
     params_mod.load(ws / "params.yaml")
     started = time.time()
+    from flows import cycle_lock
+
     try:
         summaries = demo(workspace=str(ws), cycles=args.cycles)
+    except cycle_lock.CycleRunning as exc:
+        raise SystemExit(f"nightshift demo: {exc}")
     except Exception as exc:
         fail(ws, exc, started)
     for summary in summaries:
@@ -293,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="override source.url: a JSONL folder/file or a database URL")
     p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="run the nightly cycle on its schedule (a Prefect deployment)",
+                       description="Create or update the Prefect deployment nightly/<schedule."
+                       "deployment> on the server in PREFECT_API_URL, with the cron schedule and "
+                       "time zone of params.yaml's `schedule` section and this workspace as its "
+                       "parameter, then run its flow runs (scheduled, or started from the Prefect "
+                       "UI) one at a time until Ctrl-C. Each run learns the day before it, in the "
+                       "schedule's time zone. Start a server first: `prefect server start`, then "
+                       "`export PREFECT_API_URL=http://127.0.0.1:4200/api`.")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("status", help="champion, challenger and recent versions",
                        description="Show the registered model's aliases and latest versions.")

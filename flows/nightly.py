@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from flows import pinning
+from flows import cycle_lock, pinning
 from flows import workspace as wsp
 from pipelines import ingest as ingest_stage
 from pipelines import model_drift as model_drift_stage
@@ -36,15 +36,25 @@ class AccountingError(AssertionError):
     """pulled != clean + quarantined + duplicates: a record went missing."""
 
 
-def _retry_source_errors(task, task_run, state) -> bool:
-    """Retry only what a retry can fix: a source that could not be read, not a bad params.yaml."""
-    try:
-        state.result()
-    except ingest_stage.SourceError:
-        return True
-    except Exception:
+class RemoteError(RuntimeError):
+    """`dvc push` to the remote failed: a network share or bucket that a retry may reach."""
+
+
+def _retry_only(*retryable: type[BaseException]):
+    """A Prefect retry condition: retry only what a retry can fix (a source that could not be
+    read, a remote that did not answer), never a bad params.yaml or a failed stage."""
+    def condition(task, task_run, state) -> bool:
+        try:
+            state.result()
+        except retryable:
+            return True
+        except Exception:
+            return False
         return False
-    return False
+    return condition
+
+
+_retry_source_errors = _retry_only(ingest_stage.SourceError)
 
 
 @task(name="ingest", retry_condition_fn=_retry_source_errors)
@@ -78,7 +88,7 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
     return metrics
 
 
-@task(name="pin-inputs", retries=2, retry_delay_seconds=5)
+@task(name="pin-inputs")
 def pin_inputs(ws: Path, date: dt.date) -> dict:
     """Put the parent adapter (@champion now) and the replay buffer in place, pinned by DVC."""
     p = params_mod.load(ws / "params.yaml")
@@ -99,11 +109,25 @@ def dvc_stage(ws: Path, stage: str) -> None:
     wsp.dvc(ws, "repro", "--single-item", stage, log=lambda line: log.info("%s", line))
 
 
-@task(name="version", retries=2, retry_delay_seconds=10)
+@task(name="version", retry_condition_fn=_retry_only(RemoteError))
 def version(ws: Path, date: dt.date) -> dict:
-    """Push the cycle's data and models to the DVC remote; record dvc.lock in git."""
+    """Push the cycle's data and models to the DVC remote; record dvc.lock in git.
+
+    A failed push is retried (retries.dvc_remote, exponential backoff from
+    retries.dvc_remote_backoff_seconds; the flow sets both): it uploads only what is missing.
+    """
+    from prefect.runtime import task_run
+
     p = params_mod.load(ws / "params.yaml")
-    wsp.dvc(ws, "push", "-q", "-r", p.version.remote)
+    attempt, attempts = task_run.run_count or 1, p.retries.dvc_remote + 1
+    try:
+        wsp.dvc(ws, "push", "-r", p.version.remote)  # not -q: its ERROR line says what failed
+    except wsp.CommandError as exc:
+        if attempt < attempts:
+            get_run_logger().warning("dvc push attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
+        raise RemoteError(f"dvc push to the remote {p.version.remote!r} failed (attempt {attempt} of "
+                          f"{attempts}); check that the remote is reachable and writable "
+                          f"(`dvc push -r {p.version.remote}` in {ws}): {exc}") from exc
     commit = None
     if p.version.git_commit and (ws / ".git").exists():
         wsp.git(ws, "add", "-A")
@@ -113,9 +137,13 @@ def version(ws: Path, date: dt.date) -> dict:
     return {"git_commit": commit, "data_version": _dvc_md5(ws / f"data/raw/{date.isoformat()}.jsonl.dvc")}
 
 
-@task(name="register", retries=2, retry_delay_seconds=10)
+@task(name="register")
 def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dict) -> dict:
-    """Register the candidate with its lineage; the gate's verdict decides the alias move."""
+    """Register the candidate with its lineage; the gate's verdict decides the alias move.
+
+    Not retried as a task (a second attempt could register the candidate twice): each request
+    to a tracking server is retried by MLflow's HTTP client instead (retries.mlflow).
+    """
     p = params_mod.load(ws / "params.yaml")
     evaluation = read_json(ws / "reports/eval.json")
     verdict = read_json(ws / "reports/gate.json")
@@ -153,7 +181,7 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
     return result
 
 
-@task(name="model-drift", retries=2, retry_delay_seconds=10)
+@task(name="model-drift")
 def model_drift(ws: Path, date: dt.date, registered: dict) -> dict:
     """The candidate against the champion and against the metric history; logged to its run."""
     p = params_mod.load(ws / "params.yaml")
@@ -204,12 +232,21 @@ def write_summary(ws: Path, summary: dict) -> None:
 @flow(name="nightly", log_prints=True)
 def nightly(date: str | None = None, workspace: str = ".", source: str | None = None) -> dict:
     """One nightly cycle: ingest -> redact -> validate -> dataset -> train -> evaluate -> gate
-    -> version -> register (drift runs after dataset). `date` is the day whose interactions are learned (default: yesterday).
+    -> version -> register (drift runs after dataset). `date` is the day whose interactions are
+    learned (default: yesterday on the clock of schedule.timezone). One cycle at a time per
+    workspace: a second start while one runs fails at once with cycle_lock.CycleRunning.
     """
-    log = get_run_logger()
     ws = Path(workspace).resolve()
-    day = dt.date.fromisoformat(date) if date else dt.date.today() - dt.timedelta(days=1)
     p = params_mod.load(ws / "params.yaml")
+    reg.configure_retries(p.retries)
+    day = dt.date.fromisoformat(date) if date else p.schedule.yesterday()
+    with cycle_lock.hold(ws, day.isoformat()):
+        return _cycle(ws, day, source, p)
+
+
+def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> dict:
+    """The body of one cycle, run while the workspace's lock is held."""
+    log = get_run_logger()
     with chdir(ws):
         existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if existing:
@@ -236,7 +273,9 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         for stage in DAG_STAGES:
             step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
         summary["accounting"] = accounting(ws, pulled["pulled"])
-        versioned = step("version", version, ws, day)
+        version_with_retries = version.with_options(
+            retries=p.retries.dvc_remote, retry_delay_seconds=p.retries.dvc_remote_delays() or 0)
+        versioned = step("version", version_with_retries, ws, day)
         registered = step("register", register, ws, day, pinned["parent_version"], versioned)
         summary.update(status="succeeded", version=registered["version"],
                        promoted=registered["promoted"], alias=registered["alias"],

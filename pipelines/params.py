@@ -6,6 +6,7 @@ The why of every default lives as a comment in params.yaml; this module only giv
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -59,7 +60,68 @@ class IngestParams:
 
     def retry_delays(self) -> list[float]:
         """Exponential backoff: the first wait, then twice as long before each next attempt."""
-        return [self.retry_backoff_seconds * 2 ** i for i in range(self.retries)]
+        return exponential_backoff(self.retry_backoff_seconds, self.retries)
+
+
+def exponential_backoff(first_wait: float, retries: int) -> list[float]:
+    """The waits before each retry: `first_wait`, then twice as long before each next one."""
+    return [first_wait * 2 ** i for i in range(retries)]
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    deployment: str
+    cron: str
+    timezone: str
+
+    def __post_init__(self):
+        import zoneinfo
+
+        if not self.deployment or "/" in self.deployment:
+            raise ParamsError(f"schedule.deployment must be a name without '/', not {self.deployment!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ParamsError(f"schedule.timezone: {self.timezone!r} is not an IANA time zone name; "
+                              "use one like UTC, Europe/Berlin or America/New_York "
+                              "(`python -c 'import zoneinfo; print(sorted(zoneinfo.available_timezones()))'` "
+                              "lists them)") from None
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(self.cron, dt.datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ParamsError(f"schedule.cron: {self.cron!r} is not a cron expression ({exc}); "
+                              'five fields: minute hour day-of-month month day-of-week, e.g. "30 2 * * *"') from None
+
+    def yesterday(self, now: dt.datetime | None = None) -> dt.date:
+        """The day before today on the schedule's clock: the night a scheduled run learns."""
+        import zoneinfo
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return now.astimezone(zoneinfo.ZoneInfo(self.timezone)).date() - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class RetryParams:
+    mlflow: int
+    mlflow_backoff_seconds: int
+    dvc_remote: int
+    dvc_remote_backoff_seconds: float
+
+    def __post_init__(self):
+        if not 0 <= self.mlflow <= 10:  # MLflow's HTTP client refuses more than 10
+            raise ParamsError(f"retries.mlflow must be between 0 and 10, not {self.mlflow}")
+        if not 0 <= self.mlflow_backoff_seconds <= 120:  # MLflow's limit on its backoff factor
+            raise ParamsError("retries.mlflow_backoff_seconds must be between 0 and 120, "
+                              f"not {self.mlflow_backoff_seconds}")
+        if not 0 <= self.dvc_remote <= 50:  # Prefect takes at most 50 retry delays
+            raise ParamsError(f"retries.dvc_remote must be between 0 and 50, not {self.dvc_remote}")
+        if self.dvc_remote_backoff_seconds < 0:
+            raise ParamsError("retries.dvc_remote_backoff_seconds must not be negative")
+
+    def dvc_remote_delays(self) -> list[float]:
+        return exponential_backoff(self.dvc_remote_backoff_seconds, self.dvc_remote)
 
 
 @dataclass(frozen=True)
@@ -234,6 +296,8 @@ class Params:
     base: BaseParams
     source: SourceParams
     ingest: IngestParams
+    schedule: ScheduleParams
+    retries: RetryParams
     redact: RedactParams
     validate: ValidateParams
     dataset: DatasetParams

@@ -9,6 +9,7 @@ should decide, none when it failed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ def tracking_uri(p: params_mod.RegistryParams) -> str:
     return p.tracking_uri
 
 
+def configure_retries(retries: params_mod.RetryParams) -> None:
+    """How MLflow's HTTP client retries a request to a tracking server that fails to connect,
+    times out or answers 408/429/5xx: `retries.mlflow` times, first at once, then after
+    2x, 4x, 8x ... `retries.mlflow_backoff_seconds` (urllib3's exponential backoff). Set for
+    this process; read by MLflow on every request."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries.mlflow)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(retries.mlflow_backoff_seconds)
+
+
 def client(p: params_mod.RegistryParams):
     import mlflow
     from mlflow import MlflowClient
@@ -68,8 +78,12 @@ def resolve_alias(p: params_mod.RegistryParams, alias: str = CHAMPION) -> Champi
     c = client(p)
     try:
         mv = c.get_model_version_by_alias(p.model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # No such model or alias: None. A server that stayed unreachable through every retry
+        # (retries.mlflow) is an error, never "no champion" (a cycle would start a new adapter).
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     return Champion(version=str(mv.version), run_id=mv.run_id, source=mv.source, tags=dict(mv.tags))
 
 

@@ -63,3 +63,36 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_key_and_type(tmp_path, sec
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match=f"{section}.{key} must be"):
         params_mod.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("timezone", "Mars/Olympus_Mons", "not an IANA time zone name"),
+    ("cron", "30 2 * *", "not a cron expression"),
+    ("deployment", "nightly/x", "without '/'"),
+])
+def test_a_bad_schedule_is_an_error_that_says_what_is_expected(tmp_path, key, value, message):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["schedule"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match=f"schedule.{key}.*{message}"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_yesterday_is_taken_on_the_schedules_clock():
+    import datetime as dt
+
+    p = params_mod.load(ROOT / "params.yaml")
+    at = dt.datetime(2026, 3, 10, 23, 30, tzinfo=dt.timezone.utc)  # already the 11th in Tokyo
+    tokyo = params_mod.ScheduleParams("x", "30 2 * * *", "Asia/Tokyo")
+    assert tokyo.yesterday(at) == dt.date(2026, 3, 10)
+    assert params_mod.ScheduleParams("x", "30 2 * * *", "UTC").yesterday(at) == dt.date(2026, 3, 9)
+    assert p.schedule.timezone == "UTC"
+
+
+def test_retry_counts_beyond_what_mlflow_and_prefect_take_are_errors(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["retries"]["mlflow"] = 11
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match="retries.mlflow must be between 0 and 10"):
+        params_mod.load(tmp_path / "params.yaml")
+    assert params_mod.load(ROOT / "params.yaml").retries.dvc_remote_delays() == [10, 20, 40]
