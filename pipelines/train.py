@@ -4,6 +4,8 @@ The parent adapter is a pinned input (models/parent, put there by the flow from 
 it holds an adapter, training continues from it, otherwise a new adapter starts. The base model is
 loaded in 4-bit NF4 with double quantisation and bf16 compute (QLoRA), or in full precision with
 `train.quantization: none`. Loss is on assistant tokens only, through the model's chat template.
+Batches are packed without padding (`train.packing`), and each cycle re-warms and re-decays the
+learning rate (`train.lr_scheduler`, `train.warmup_ratio`).
 
     python -m pipelines.train models/parent data/dataset/train.jsonl models/candidate
 """
@@ -32,15 +34,32 @@ def lora_config(p: params_mod.TrainParams):
                       target_modules=list(p.target_modules), task_type="CAUSAL_LM")
 
 
+# Non-reentrant checkpointing: works with frozen inputs (no enable_input_require_grads hack) and
+# with keyword arguments such as position_ids; the reentrant variant is deprecated in torch.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
 def trainable_model(base_model: str, p: params_mod.TrainParams, parent: Path):
     """The base model, prepared for k-bit training if quantised, with a trainable adapter on it."""
+    from pipelines.modeling import load_base
+
+    return add_adapter(load_base(base_model, p.quantization), p, parent)
+
+
+def add_adapter(model, p: params_mod.TrainParams, parent: Path):
+    """A loaded base model made trainable: k-bit preparation when quantised, gradient
+    checkpointing when `train.gradient_checkpointing`, and the parent's adapter (or a new one)."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from pipelines.modeling import is_adapter, load_base
+    from pipelines.modeling import is_adapter
 
-    model = load_base(base_model, p.quantization)
     if p.quantization != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=p.gradient_checkpointing,
+            gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    elif p.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    model.config.use_cache = False  # no generation while training; a cache only costs memory
     if is_adapter(parent):
         return PeftModel.from_pretrained(model, str(parent), is_trainable=True)
     return get_peft_model(model, lora_config(p))
@@ -74,7 +93,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from pipelines.modeling import collate, encode_chat, is_adapter, load_tokenizer, set_determinism
+    from pipelines.modeling import data_collator, encode_chat, is_adapter, load_tokenizer, set_determinism
 
     started = time.time()
     set_determinism(seed)
@@ -89,12 +108,12 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=p.batch_size,
-            num_train_epochs=p.epochs, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=0.1, logging_steps=1, save_strategy="no", report_to=[], seed=seed,
+            num_train_epochs=p.epochs, **schedule_arguments(p), logging_steps=1,
+            save_strategy="no", report_to=[], seed=seed,
             data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
             bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, train_dataset=examples,
-                          data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+                          data_collator=data_collator(p.packing, tokenizer.pad_token_id))
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
         result = trainer.train()
@@ -106,12 +125,13 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     canonicalize_adapter_config(out_dir)
-    tokens = sum(len(e["input_ids"]) for e in examples) * p.epochs
+    tokens = trainer.state.num_input_tokens_seen  # real tokens: pads are not counted
     # Steps see different examples, so single steps are noisy; the first and the last epoch see
     # the same ones, so their mean losses show what was learned. One epoch: first vs last tenth.
-    if p.epochs > 1:
+    epochs_run = math.ceil(trainer.state.epoch - 1e-9)
+    if epochs_run > 1:
         first = [h["loss"] for h in logged if h["epoch"] <= 1]
-        last = [h["loss"] for h in logged if h["epoch"] > p.epochs - 1]
+        last = [h["loss"] for h in logged if h["epoch"] > epochs_run - 1]
     else:
         tenth = max(1, len(losses) // 10)
         first, last = losses[:tenth], losses[-tenth:]
@@ -124,6 +144,20 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
             "train_loss": round(result.training_loss, 4), "tokens": tokens,
             "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
             "continued_from_parent": is_adapter(parent), "losses": losses}
+
+
+def schedule_arguments(p: params_mod.TrainParams) -> dict:
+    """TrainingArguments for the batch, learning-rate schedule, step budget and checkpointing:
+    shared by the training stage and benchmarks/train_bench.py (and its plain baseline)."""
+    return {"per_device_train_batch_size": p.batch_size, "learning_rate": p.learning_rate,
+            "lr_scheduler_type": p.lr_scheduler,
+            "warmup_steps": p.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
+            "max_steps": p.max_steps if p.max_steps is not None else -1,
+            "gradient_checkpointing": p.gradient_checkpointing,
+            "gradient_checkpointing_kwargs": CHECKPOINTING_KWARGS,
+            # Real tokens trained on: a packed row has no pads, so all its tokens count; a padded
+            # one counts its attention mask.
+            "include_num_input_tokens_seen": "all" if p.packing else "non_padding"}
 
 
 def canonicalize_adapter_config(adapter_dir: Path) -> None:
