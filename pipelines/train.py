@@ -107,8 +107,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
 
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=p.batch_size,
-            num_train_epochs=p.epochs, **schedule_arguments(p), logging_steps=1,
+            output_dir=scratch, num_train_epochs=p.epochs, **schedule_arguments(p), logging_steps=1,
             save_strategy="no", report_to=[], seed=seed,
             data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
             bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False)

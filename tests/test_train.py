@@ -179,7 +179,6 @@ def test_packed_training_follows_the_padded_training_step_for_step(short_runs):
     assert packed["steps"] == padded["steps"] == 8  # max_steps caps the epochs
     assert packed["tokens"] == padded["tokens"] > 0  # real tokens only: the pads are not counted
     assert packed["losses"] == pytest.approx(padded["losses"], rel=1e-3)
-    assert packed["losses"][-1] < packed["losses"][0]
 
 
 def test_gradient_checkpointing_trains_to_the_same_losses(short_runs):
