@@ -176,8 +176,12 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
             collator = modeling.data_collator(p.packing, PAD_ID)
         else:
             model = modeling.load_base(str(model_dir), p.quantization)
-            if p.quantization != "none":
-                model = prepare_model_for_kbit_training(model)
+            if p.quantization != "none":  # peft's QLoRA recipe, checkpointing as in the project path
+                model = prepare_model_for_kbit_training(
+                    model, use_gradient_checkpointing=p.gradient_checkpointing,
+                    gradient_checkpointing_kwargs=train.CHECKPOINTING_KWARGS)
+            elif p.gradient_checkpointing:
+                model.activation_checkpointing_enable(train.CHECKPOINTING_KWARGS)
             model = get_peft_model(model, train.lora_config(p))
             collator = DataCollatorForSeq2Seq(_padding_tokenizer(PreTrainedTokenizerFast), padding=True)
         timer = _timer_callback(warmup_steps)
@@ -238,9 +242,9 @@ def run(shape: str, batch_size: int, max_length: int, warmup_steps: int, steps: 
         for path in ("default", "project"):
             results[path] = train_once(path, p, model_dir, examples, warmup_steps, params.seed)
             r = results[path]
-            r["mfu"] = round(6 * n_params * r["tokens_per_second"] * 2 / 3 / (peak_tflops * 1e12), 6)
+            r["mfu"] = 6 * n_params * r["tokens_per_second"] * 2 / 3 / (peak_tflops * 1e12)
             print(f"  {path:8s} {r['tokens_per_second']:>12,.0f} tokens/s  peak "
-                  f"{r['peak_memory_bytes'] / 2**20:>9,.0f} MiB  MFU {r['mfu']:.2%}  "
+                  f"{r['peak_memory_bytes'] / 2**20:>9,.0f} MiB  MFU {100 * r['mfu']:.3g}%  "
                   f"loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}", flush=True)
     project, default = results["project"], results["default"]
     result = {

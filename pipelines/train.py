@@ -54,11 +54,9 @@ def add_adapter(model, p: params_mod.TrainParams, parent: Path):
     from pipelines.modeling import is_adapter
 
     if p.quantization != "none":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=p.gradient_checkpointing,
-            gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
-    elif p.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if p.gradient_checkpointing:  # transformers 5 calls it activation checkpointing
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=CHECKPOINTING_KWARGS)
     model.config.use_cache = False  # no generation while training; a cache only costs memory
     if is_adapter(parent):
         return PeftModel.from_pretrained(model, str(parent), is_trainable=True)
@@ -152,8 +150,8 @@ def schedule_arguments(p: params_mod.TrainParams) -> dict:
             "lr_scheduler_type": p.lr_scheduler,
             "warmup_steps": p.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
             "max_steps": p.max_steps if p.max_steps is not None else -1,
-            "gradient_checkpointing": p.gradient_checkpointing,
-            "gradient_checkpointing_kwargs": CHECKPOINTING_KWARGS,
+            "activation_checkpointing": p.gradient_checkpointing,
+            "activation_checkpointing_kwargs": CHECKPOINTING_KWARGS,
             # Real tokens trained on: a packed row has no pads, so all its tokens count; a padded
             # one counts its attention mask.
             "include_num_input_tokens_seen": "all" if p.packing else "non_padding"}

@@ -193,7 +193,7 @@ def test_gradient_checkpointing_is_switched_on_by_the_param(tiny_base, params, r
     for quantization in ("4bit", "none"):
         p = replace(params.train, quantization=quantization, gradient_checkpointing=True)
         model = train.add_adapter(load_base(tiny_base, quantization), p, tmp_path / "no-parent")
-        assert model.base_model.model.is_gradient_checkpointing, quantization
+        assert model.base_model.model.is_activation_checkpointing, quantization
         assert not model.base_model.model.config.use_cache
 
 
