@@ -175,6 +175,7 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
             model = train.trainable_model(str(model_dir), p, model_dir / "no-parent")
             collator = modeling.data_collator(p.packing, PAD_ID)
         else:
+            p = dataclasses.replace(p, packing=False)  # so that its pads are not counted as tokens
             model = modeling.load_base(str(model_dir), p.quantization)
             if p.quantization != "none":  # peft's QLoRA recipe, checkpointing as in the project path
                 model = prepare_model_for_kbit_training(
