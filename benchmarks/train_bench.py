@@ -12,7 +12,7 @@ project differs from the default:
 
 For each, after `--warmup-steps` steps it times `--steps` steps and reports real (non-pad) tokens
 per second, peak memory (GPU: torch.cuda.max_memory_allocated; CPU: peak resident memory above
-the level before training, sampled every 10 ms), model FLOPs utilisation and the final loss, then
+the level before training, sampled every 10 ms, after freed memory is handed back to the OS), model FLOPs utilisation and the final loss, then
 the ratios. MFU counts LoRA training as 2/3 of full fine-tuning (no weight gradients for the
 frozen base): 6 * N * tokens/s * 2/3 / peak, with N the parameters that take part in a matmul per
 token (all but an untied input embedding table). Results go to
@@ -28,7 +28,10 @@ Shapes come from the models' public config.json (no weights are needed or downlo
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -169,6 +172,9 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
     if gpu:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    else:  # hand memory freed by the path before back to the OS, so this one's growth is its own
+        gc.collect()
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     memory = PeakResidentMemory()
     with memory:
         if path == "project":
@@ -201,6 +207,7 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
     tokens = timer.tokens_end - timer.tokens_start
     peak = torch.cuda.max_memory_allocated() if gpu else memory.peak - memory.start
     del trainer, model
+    gc.collect()
     if gpu:
         torch.cuda.empty_cache()
     return {"timed_steps": len(losses) - warmup_steps, "tokens": int(tokens),
