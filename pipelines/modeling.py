@@ -94,6 +94,39 @@ def collate(batch: list[dict], pad_token_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
+def collate_packed(batch: list[dict]) -> dict:
+    """Padding-free: the batch's examples end to end in one row, no pad token anywhere.
+
+    `position_ids` restart at 0 with each example. transformers reads a restart as an example
+    boundary (its packed-sequence detection, used when no attention_mask is given) and blocks
+    attention across it: a block-diagonal causal mask for sdpa and eager attention, variable-length
+    kernels for flash attention. transformers only looks for packing when there is no KV cache,
+    and a model whose config has `use_cache: true` (most) makes one even in training, which
+    silently lets the examples attend to each other; so the batch itself says `use_cache=False`.
+    Each example's first label is ignored so that the last token of one example is not trained to
+    predict the first of the next; unpacked, that label is never predicted either (labels shift by
+    one), so the loss is the padded batch's loss.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for b in batch:
+        ids.extend(b["input_ids"])
+        labels.append(IGNORE_INDEX)
+        labels.extend(b["labels"][1:])
+        positions.extend(range(len(b["input_ids"])))
+    return {"input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long), "use_cache": False}
+
+
+def data_collator(packing: bool, pad_token_id: int):
+    """The training batches: padding-free packed rows (`train.packing`), or padded rows."""
+    if packing:
+        return collate_packed
+    return lambda batch: collate(batch, pad_token_id)
+
+
 @torch.no_grad()
 def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id: int) -> tuple[float, float]:
     """Token-weighted mean cross-entropy and next-token accuracy over the labelled tokens

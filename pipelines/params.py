@@ -188,6 +188,12 @@ class DriftParams:
     max_trend_increase: float
 
 
+# transformers' SchedulerType values that need no extra arguments (written out, so that reading
+# params does not import transformers; tests/test_train.py checks them against transformers).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt")
+
+
 @dataclass(frozen=True)
 class DistributedParams:
     processes: int
@@ -209,12 +215,17 @@ class TrainParams:
     lora_dropout: float
     target_modules: list[str]
     learning_rate: float
+    lr_scheduler: str
+    warmup_ratio: float
     epochs: int
+    max_steps: int | None
     batch_size: int
     max_length: int
     checkpoint_steps: int
     checkpoints_kept: int
     distributed: DistributedParams
+    packing: bool
+    gradient_checkpointing: bool
 
     def __post_init__(self):
         if self.quantization not in ("4bit", "none"):
@@ -227,6 +238,16 @@ class TrainParams:
             raise ParamsError(f"train.batch_size ({self.batch_size}) must be a multiple of "
                               f"train.distributed.processes ({self.distributed.processes}): each "
                               "process takes an equal share of every batch")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ParamsError(f"train.lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, "
+                              f"not {self.lr_scheduler!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ParamsError(f"train.warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ParamsError(f"train.max_steps must be at least 1 or null, not {self.max_steps}")
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"train.{name} must be at least 1, not {getattr(self, name)}")
 
     @property
     def per_device_batch_size(self) -> int:
@@ -323,6 +344,7 @@ _TYPE_CHECKS = {
     "bool": lambda v: isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "float | None": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }

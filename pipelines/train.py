@@ -4,6 +4,8 @@ The parent adapter is a pinned input (models/parent, put there by the flow from 
 it holds an adapter, training continues from it, otherwise a new adapter starts. The base model is
 loaded in 4-bit NF4 with double quantisation and bf16 compute (QLoRA), or in full precision with
 `train.quantization: none`. Loss is on assistant tokens only, through the model's chat template.
+Batches are packed without padding (`train.packing`), and each cycle re-warms and re-decays the
+learning rate (`train.lr_scheduler`, `train.warmup_ratio`).
 
 Every `train.checkpoint_steps` steps a checkpoint goes to models/checkpoints/<fingerprint>/, where
 the fingerprint hashes what the run depends on (training data, parent adapter, base model, train
@@ -50,20 +52,39 @@ def lora_config(p: params_mod.TrainParams):
                       target_modules=list(p.target_modules), task_type="CAUSAL_LM")
 
 
+# Non-reentrant checkpointing: works with frozen inputs (no enable_input_require_grads hack) and
+# with keyword arguments such as position_ids; the reentrant variant is deprecated in torch.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
+def uses_fsdp(p: params_mod.TrainParams) -> bool:
+    return p.distributed.processes > 1 and p.distributed.strategy == "fsdp"
+
+
 def trainable_model(base_model: str, p: params_mod.TrainParams, parent: Path):
     """The base model, prepared for k-bit training if quantised, with a trainable adapter on it."""
-    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-    from pipelines.modeling import is_adapter, load_base
+    from pipelines.modeling import load_base
 
     # FSDP shards only floating tensors of one dtype: the 4-bit weights are stored in bf16, the
     # compute dtype, so the quantised layers are wrapped together with the others.
-    fsdp = p.distributed.processes > 1 and p.distributed.strategy == "fsdp"
-    model = load_base(base_model, p.quantization, quant_storage="bfloat16" if fsdp else None)
-    if p.quantization != "none" and not fsdp:
+    model = load_base(base_model, p.quantization, quant_storage="bfloat16" if uses_fsdp(p) else None)
+    return add_adapter(model, p, parent)
+
+
+def add_adapter(model, p: params_mod.TrainParams, parent: Path):
+    """A loaded base model made trainable: k-bit preparation when quantised, gradient
+    checkpointing when `train.gradient_checkpointing`, and the parent's adapter (or a new one)."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    from pipelines.modeling import is_adapter
+
+    if p.quantization != "none" and not uses_fsdp(p):
         # It upcasts the non-quantised weights to fp32; FSDP needs them in the storage dtype
         # (TRL skips it for sharded QLoRA for the same reason).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if p.gradient_checkpointing:  # transformers 5 calls it activation checkpointing
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    model.config.use_cache = False  # no generation while training; a cache only costs memory
     if is_adapter(parent):
         return PeftModel.from_pretrained(model, str(parent), is_trainable=True)
     return get_peft_model(model, lora_config(p))
@@ -114,7 +135,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from pipelines.modeling import collate, encode_chat, is_adapter, load_tokenizer, set_determinism
+    from pipelines.modeling import data_collator, encode_chat, is_adapter, load_tokenizer, set_determinism
 
     started = time.time()
     set_determinism(seed)
@@ -136,14 +157,12 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=str(checkpoint_dir or scratch), **checkpoint_arguments(p, checkpoint_dir),
-            per_device_train_batch_size=p.per_device_batch_size,
-            num_train_epochs=p.epochs, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=0.1, logging_steps=1, report_to=[], seed=seed,
+            num_train_epochs=p.epochs, **schedule_arguments(p), logging_steps=1, report_to=[], seed=seed,
             data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
             bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False,
             ddp_find_unused_parameters=False)  # every LoRA weight takes part in every step
         trainer = Trainer(model=model, args=args, train_dataset=examples,
-                          data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+                          data_collator=data_collator(p.packing, tokenizer.pad_token_id))
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
         trainer.add_callback(CheckpointCompleteCallback())
@@ -161,12 +180,13 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     main_process = trainer.is_world_process_zero()
     if checkpoint_dir and main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run finished: nothing to resume
-    tokens = sum(len(e["input_ids"]) for e in examples) * p.epochs
+    tokens = trainer.state.num_input_tokens_seen  # real tokens, over all processes: pads are not counted
     # Steps see different examples, so single steps are noisy; the first and the last epoch see
     # the same ones, so their mean losses show what was learned. One epoch: first vs last tenth.
-    if p.epochs > 1:
+    epochs_run = math.ceil(trainer.state.epoch - 1e-9)
+    if epochs_run > 1:
         first = [h["loss"] for h in logged if h["epoch"] <= 1]
-        last = [h["loss"] for h in logged if h["epoch"] > p.epochs - 1]
+        last = [h["loss"] for h in logged if h["epoch"] > epochs_run - 1]
     else:
         tenth = max(1, len(losses) // 10)
         first, last = losses[:tenth], losses[-tenth:]
@@ -288,6 +308,20 @@ def prepare_checkpoint_dir(checkpoint_dir: Path) -> Path | None:
 def is_main_process() -> bool:
     """Rank 0 of a distributed launch, or the only process."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def schedule_arguments(p: params_mod.TrainParams) -> dict:
+    """TrainingArguments for the batch, learning-rate schedule, step budget and checkpointing:
+    shared by the training stage and benchmarks/train_bench.py (and its plain baseline)."""
+    return {"per_device_train_batch_size": p.per_device_batch_size, "learning_rate": p.learning_rate,
+            "lr_scheduler_type": p.lr_scheduler,
+            "warmup_steps": p.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
+            "max_steps": p.max_steps if p.max_steps is not None else -1,
+            "activation_checkpointing": p.gradient_checkpointing,
+            "activation_checkpointing_kwargs": CHECKPOINTING_KWARGS,
+            # Real tokens trained on: a packed row has no pads, so all its tokens count; a padded
+            # one counts its attention mask.
+            "include_num_input_tokens_seen": "all" if p.packing else "non_padding"}
 
 
 def canonicalize_adapter_config(adapter_dir: Path) -> None:

@@ -48,6 +48,17 @@ def test_bad_quantization_value_is_rejected(tmp_path):
         params_mod.load(tmp_path / "params.yaml")
 
 
+@pytest.mark.parametrize("key,value,message", [("lr_scheduler", "cosine_annealing", "one of linear, cosine"),
+                                               ("warmup_ratio", 1.5, r"in \[0, 1\)"),
+                                               ("max_steps", 0, "at least 1 or null")])
+def test_bad_schedule_values_are_rejected_with_what_is_allowed(tmp_path, key, value, message):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(params_mod.ParamsError, match=f"train.{key} must be .*{message}"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
 def test_missing_file_says_how_to_make_a_workspace(tmp_path):
     with pytest.raises(params_mod.ParamsError, match="nightshift init"):
         params_mod.load(tmp_path / "params.yaml")
@@ -56,7 +67,9 @@ def test_missing_file_says_how_to_make_a_workspace(tmp_path):
 @pytest.mark.parametrize("section,key,value", [("train", "learning_rate", "fast"),
                                                ("train", "epochs", 2.5),
                                                ("registry", "auto_promote", "yes"),
-                                               ("train", "target_modules", "q_proj")])
+                                               ("train", "target_modules", "q_proj"),
+                                               ("train", "max_steps", 2.5),
+                                               ("train", "packing", "yes")])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_and_type(tmp_path, section, key, value):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw[section][key] = value

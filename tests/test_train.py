@@ -103,3 +103,118 @@ def test_base_model_is_an_ordinary_transformers_model_with_a_chat_template(tiny_
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                          add_generation_prompt=True)
     assert text.endswith("<|assistant|>\n")
+
+
+# --- Packing, gradient checkpointing, schedule ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chat_examples(tiny_base, params, train_file):
+    """Five of the training records through the chat template, of different lengths."""
+    from pipelines.modeling import encode_chat, load_tokenizer
+    from pipelines.records import read_jsonl
+
+    tokenizer = load_tokenizer(tiny_base)
+    examples = [encode_chat(tokenizer, r["messages"], params.train.max_length)
+                for r in read_jsonl(train_file)][:5]
+    assert len({len(e["input_ids"]) for e in examples}) > 1
+    return examples
+
+
+def _summed_loss_alone(model, example) -> tuple[float, int, "torch.Tensor"]:
+    """Cross-entropy summed over one example's labelled tokens, run on its own (no padding)."""
+    import torch
+
+    ids = torch.tensor([example["input_ids"]])
+    labels = torch.tensor([example["labels"]])
+    logits = model(input_ids=ids).logits[0]
+    loss = torch.nn.functional.cross_entropy(logits[:-1].float(), labels[0, 1:], ignore_index=-100,
+                                             reduction="sum")
+    return loss.item(), int((labels[0, 1:] != -100).sum()), logits
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_batch_loss_equals_the_mean_loss_of_the_examples_unpacked(tiny_base, chat_examples,
+                                                                         attention):
+    import torch
+
+    from pipelines.modeling import collate_packed, load_base
+
+    model = load_base(tiny_base, "none").eval()
+    model.set_attn_implementation(attention)
+    with torch.no_grad():
+        alone = [_summed_loss_alone(model, e) for e in chat_examples]
+        packed = collate_packed(chat_examples)
+        assert packed["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in chat_examples))
+        out = model(**packed)
+        # Token-weighted mean over every example's assistant tokens, as in a padded batch.
+        expected = sum(s for s, _, _ in alone) / sum(n for _, n, _ in alone)
+        assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+        # Attention is blocked between examples: each one's logits are those it has alone.
+        start = 0
+        for e, (_, _, logits) in zip(chat_examples, alone):
+            end = start + len(e["input_ids"])
+            torch.testing.assert_close(out.logits[0, start:end], logits, rtol=1e-4, atol=1e-4)
+            start = end
+        # Without position ids restarting, the examples would see each other: the check can fail.
+        leaked = model(input_ids=packed["input_ids"], labels=packed["labels"])
+        assert abs(leaked.loss.item() - expected) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def short_runs(tmp_path_factory, tiny_base, params, train_file):
+    """Plain LoRA (fp32, no dropout: the same random draws whatever the batch's shape) for 8 steps:
+    packed, packed with gradient checkpointing, and padded."""
+    p = dataclasses.replace(params.train, quantization="none", lora_dropout=0.0, max_steps=8)
+    runs = {}
+    for name, changes in {"packed": {}, "checkpointed": {"gradient_checkpointing": True},
+                          "padded": {"packing": False}}.items():
+        out = tmp_path_factory.mktemp(name) / "adapter"
+        runs[name] = train.run(dataclasses.replace(p, **changes), tiny_base, params.seed,
+                               out / "no-parent", train_file, out)
+    return runs
+
+
+def test_packed_training_follows_the_padded_training_step_for_step(short_runs):
+    packed, padded = short_runs["packed"], short_runs["padded"]
+    assert packed["steps"] == padded["steps"] == 8  # max_steps caps the epochs
+    assert packed["tokens"] == padded["tokens"] > 0  # real tokens only: the pads are not counted
+    assert packed["losses"] == pytest.approx(padded["losses"], rel=1e-3)
+
+
+def test_gradient_checkpointing_trains_to_the_same_losses(short_runs):
+    # Recomputing activations changes memory, not arithmetic.
+    assert short_runs["checkpointed"]["losses"] == pytest.approx(short_runs["packed"]["losses"],
+                                                                 rel=1e-5)
+
+
+def test_gradient_checkpointing_is_switched_on_by_the_param(tiny_base, params, replace, tmp_path):
+    from pipelines.modeling import load_base
+
+    for quantization in ("4bit", "none"):
+        p = replace(params.train, quantization=quantization, gradient_checkpointing=True)
+        model = train.add_adapter(load_base(tiny_base, quantization), p, tmp_path / "no-parent")
+        assert model.base_model.model.is_activation_checkpointing, quantization
+        assert not model.base_model.model.config.use_cache
+
+
+def test_schedule_rewarms_then_decays_over_the_cycles_steps(tmp_path, params, replace):
+    import torch
+    from transformers import SchedulerType, TrainingArguments, get_scheduler
+
+    from pipelines.params import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) <= {s.value for s in SchedulerType}
+    p = replace(params.train, lr_scheduler="cosine", warmup_ratio=0.1)
+    args = TrainingArguments(output_dir=str(tmp_path), **train.schedule_arguments(p))
+    assert args.get_warmup_steps(40) == 4
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=p.learning_rate)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=4,
+                              num_training_steps=40)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0 and rates[4] == pytest.approx(p.learning_rate)
+    assert rates[:5] == sorted(rates[:5]) and rates[4:] == sorted(rates[4:], reverse=True)
+    assert rates[-1] < 0.01 * p.learning_rate
