@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["setup"] = {
         "cycles": args.cycles, "topics": [cycle_topic(k) for k in range(args.cycles)],
         "records_per_cycle": args.records_per_cycle, "eval_fraction": args.eval_fraction,
-        "base_model": args.base_model or "tiny default (params.yaml base)",
+        "params": args.params, "base_model": args.base_model or "tiny default (params `base`)",
         "replay": dataclasses.asdict(p.replay), "train": dataclasses.asdict(p.train),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "wall_seconds": round(time.time() - started)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
