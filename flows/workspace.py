@@ -18,9 +18,12 @@ PROJECT_ROOT = Path(pipelines.__file__).resolve().parent.parent
 # suites (which dvc.yaml tracks as deps), the DAG, the parameters, the bundled pre-training text
 # and the frozen evaluation sets.
 SCAFFOLD = ["pipelines", "validation", "dvc.yaml", "params.yaml", "data/corpus", "data/cycle.yaml",
-            ".dvcignore", "data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
+            ".dvcignore", "data/golden/golden.jsonl", "data/anchor/anchor.jsonl",
+            "data/anchor/anchor_train.jsonl"]
 # Versioned with DVC in a workspace: each cycle's commit records exactly which sets it was judged on.
 EVAL_SETS = ["data/golden/golden.jsonl", "data/anchor/anchor.jsonl"]
+# The fixed anchor training set mixed into every cycle (replay.anchor_ratio), versioned the same way.
+ANCHOR_TRAIN = "data/anchor/anchor_train.jsonl"
 WORKSPACE_GITIGNORE = """\
 # Local stores of this workspace (at scale these are servers: see README)
 /mlflow.db
@@ -97,7 +100,7 @@ def init(path: Path, source: Path = PROJECT_ROOT) -> Path:
     dvc(path, "init", "-q")
     dvc(path, "config", "core.autostage", "true")
     dvc(path, "remote", "add", "-d", "local", "dvc-remote")  # the workspace's own folder
-    dvc(path, "add", "-q", *EVAL_SETS)
+    dvc(path, "add", "-q", *EVAL_SETS, ANCHOR_TRAIN)
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "nightshift workspace")
     return path

@@ -13,7 +13,14 @@ The replay buffer read here (data/replay/buffer.jsonl) is a pinned input: the fl
 previous cycle's buffer there before the DAG runs. This stage writes the *next* buffer to its own
 output, so it never reads what it writes and `dvc repro` at any recorded cycle rebuilds it.
 
-    python -m pipelines.dataset --cycle 2026-01-05 data/validated/clean.jsonl data/replay/buffer.jsonl data/dataset
+Replay: the training mix is the new examples plus replay.ratio of examples drawn from the buffer
+and replay.anchor_ratio from the fixed anchor training set (data/anchor/anchor_train.jsonl, like
+the base model's pre-training data, disjoint from the anchor eval set), both drawn evenly over
+strata (cycle x topic). The buffer grows by this cycle's training examples and, past
+replay.capacity, keeps a stratified reservoir sample: see `update_buffer`.
+
+    python -m pipelines.dataset --cycle 2026-01-05 data/validated/clean.jsonl data/replay/buffer.jsonl data/dataset \\
+        --anchor data/anchor/anchor_train.jsonl
 """
 
 from __future__ import annotations
@@ -101,30 +108,132 @@ def near_deduplicate(records: list[dict], buffer: list[dict], p: params_mod.Data
     return kept, in_batch, of_replay
 
 
-def update_buffer(buffer: list[dict], new: list[dict], capacity: int, rng: random.Random) -> list[dict]:
-    """Add this cycle's training examples; past capacity, keep a uniform random sample of all."""
+NO_TOPIC = ""  # the stratum key part of records without metadata.topic: they form their own stratum
+
+
+def stratum(record: dict) -> tuple[str, str]:
+    """A record's stratum: (the cycle it was learned in, its topic). Records from before cycles
+    were recorded, or without a topic, get "" for that part and so form strata of their own."""
+    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    topic = metadata.get("topic")
+    return (str(record.get("_cycle") or ""), str(topic) if topic else NO_TOPIC)
+
+
+def by_stratum(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault(stratum(r), []).append(r)
+    return groups
+
+
+def fair_shares(sizes: dict[tuple[str, str], int], total: int, rng: random.Random
+                ) -> dict[tuple[str, str], int]:
+    """Split `total` slots over strata of the given sizes, as evenly as they allow (water-filling).
+
+    A stratum smaller than an equal split keeps all of its records, and what it leaves over is
+    split evenly among the others, until every remaining stratum is larger than its share: those
+    all get the same quota, and the few slots that do not divide evenly go one each to strata
+    picked by `rng`. So a small stratum is never crowded out by big ones, a big one gives up only
+    what is needed, and the shares add up to min(total, sum of sizes).
+    """
+    if sum(sizes.values()) <= total:
+        return dict(sizes)
+    shares: dict[tuple[str, str], int] = {}
+    remaining, left = dict(sizes), total
+    while True:
+        level = left // len(remaining)
+        small = {k: n for k, n in remaining.items() if n <= level}
+        if not small:
+            break
+        for k, n in small.items():
+            shares[k] = n
+            left -= n
+            del remaining[k]
+    extra = left - level * len(remaining)
+    order = sorted(remaining)
+    rng.shuffle(order)
+    for i, k in enumerate(order):
+        shares[k] = level + (1 if i < extra else 0)
+    return shares
+
+
+def reservoir_priority(record: dict, seed: int) -> str:
+    """The record's fixed random priority in its stratum's reservoir: a hash of the seed, the
+    record's cycle and its id (and content, so two records sharing an id differ)."""
+    key = f"{seed}:{record.get('_cycle') or ''}:{record.get('id')}:{content_hash(record)}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def update_buffer(buffer: list[dict], new: list[dict], capacity: int, seed: int,
+                  rng: random.Random) -> list[dict]:
+    """Add this cycle's training examples; past capacity, keep a sample balanced over strata.
+
+    Strata are (cycle, topic) (see `stratum`). Each stratum's quota is its fair share of the
+    capacity (`fair_shares`): every stratum smaller than an equal split is kept whole, the rest
+    share what is left equally. Within a stratum the records kept are a reservoir sample by random
+    priority (bottom-k): each record has a fixed pseudo-random priority from (seed, its cycle, its
+    id) and a stratum keeps the `quota` records of lowest priority. Every record of a stratum is
+    thus equally likely to be kept, the same inputs keep the same records, and as quotas shrink
+    over later cycles a stratum keeps a subset of what it kept before, so the sample stays uniform
+    within the stratum. Records keep their order (old first) in the result.
+    """
     combined = buffer + new
     if len(combined) <= capacity:
         return combined
-    keep = sorted(rng.sample(range(len(combined)), capacity))
-    return [combined[i] for i in keep]
+    positions: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(combined):
+        positions.setdefault(stratum(r), []).append(i)
+    quotas = fair_shares({k: len(v) for k, v in positions.items()}, capacity, rng)
+    keep: set[int] = set()
+    for k, members in positions.items():
+        ranked = sorted(members, key=lambda i: reservoir_priority(combined[i], seed))
+        keep.update(ranked[:quotas[k]])
+    return [combined[i] for i in sorted(keep)]
+
+
+def draw_evenly(records: list[dict], n: int, rng: random.Random) -> list[dict]:
+    """`n` records drawn evenly over their strata (`fair_shares`), uniformly within each: a
+    cycle's replay sample, so an old small topic is replayed as often as a big recent one."""
+    groups = by_stratum(records)
+    quotas = fair_shares({k: len(v) for k, v in groups.items()}, n, rng)
+    drawn = []
+    for k in sorted(groups):
+        drawn.extend(rng.sample(groups[k], quotas[k]))
+    return drawn
+
+
+def mix_sizes(n_new: int, buffered: int, anchors: int, replay: params_mod.ReplayParams
+              ) -> tuple[int, int]:
+    """How many replayed and anchor examples join `n_new` new ones, so that they make up
+    replay.ratio and replay.anchor_ratio of the mix (fewer when fewer are there)."""
+    total = n_new / (1 - replay.ratio - replay.anchor_ratio)
+    return min(buffered, round(total * replay.ratio)), min(anchors, round(total * replay.anchor_ratio))
 
 
 def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int, cycle: str,
-        clean: Path, buffer_in: Path, out_dir: Path) -> dict:
+        clean: Path, buffer_in: Path, out_dir: Path, anchor_train: Path | None = None) -> dict:
     """Build this cycle's training and evaluation sets.
 
     Args:
         p, replay: the `dataset` and `replay` sections of params.yaml.
         seed: the global seed; cycle: the cycle's date, which seeds its sampling.
         clean: validated records; buffer_in: the replay buffer before this cycle.
-        out_dir: gets train.jsonl (new + replay, shuffled), eval.jsonl (new, held out),
-            buffer.jsonl (the buffer after this cycle) and report.json.
+        out_dir: gets train.jsonl (new + replay + anchor, shuffled, each tagged `_source`),
+            eval.jsonl (new, held out), buffer.jsonl (the buffer after this cycle) and report.json.
+        anchor_train: the fixed anchor training set, mixed in at replay.anchor_ratio; None mixes
+            no anchor examples (the report's train_anchor is then 0).
     Returns:
         counts of each.
     """
     rng = random.Random(f"{seed}-{cycle}")
     buffer = list(read_jsonl(buffer_in)) if buffer_in.exists() else []
+    anchors = []
+    if anchor_train is not None:
+        if not anchor_train.exists():
+            raise FileNotFoundError(
+                f"anchor training set {anchor_train} not found: build it with `python -m "
+                "pipelines.eval_sets build` (or copy data/anchor/anchor_train.jsonl from the project)")
+        anchors = list(read_jsonl(anchor_train))
     incoming = list(read_jsonl(clean))
     records, exact = deduplicate(incoming)
     records, near_in_batch, near_of_replay = near_deduplicate(records, buffer, p)
@@ -133,13 +242,15 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
     evaluation = [r for r in learnable if held_out(str(r["id"]), seed, p.eval_fraction)]
     new_train = [r for r in learnable if not held_out(str(r["id"]), seed, p.eval_fraction)]
 
-    # ratio is the replayed share of the mix: n_replay / (n_new + n_replay) = ratio.
-    n_replay = min(len(buffer), round(len(new_train) * replay.ratio / (1 - replay.ratio)))
-    replayed = rng.sample(buffer, n_replay)
-    train = [{**r, "_source": "new"} for r in new_train] + [{**r, "_source": "replay"} for r in replayed]
+    n_replay, n_anchor = mix_sizes(len(new_train), len(buffer), len(anchors), replay)
+    replayed = draw_evenly(buffer, n_replay, rng)
+    anchored = draw_evenly(anchors, n_anchor, rng)
+    train = ([{**r, "_source": "new"} for r in new_train]
+             + [{**r, "_source": "replay"} for r in replayed]
+             + [{**r, "_source": "anchor"} for r in anchored])
     rng.shuffle(train)
     next_buffer = update_buffer(buffer, [{**r, "_cycle": cycle} for r in new_train],
-                                replay.capacity, rng)
+                                replay.capacity, seed, rng)
 
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "eval.jsonl", evaluation)
@@ -148,8 +259,10 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
               "exact_duplicates": exact, "near_duplicates_in_batch": near_in_batch,
               "near_duplicates_of_replay": near_of_replay, "unique": len(records),
               "filtered_feedback": len(records) - len(learnable),
-              "train_new": len(new_train), "train_replay": n_replay,
-              "eval": len(evaluation), "buffer_before": len(buffer), "buffer_after": len(next_buffer)}
+              "train_new": len(new_train), "train_replay": len(replayed),
+              "train_anchor": len(anchored), "eval": len(evaluation),
+              "buffer_before": len(buffer), "buffer_after": len(next_buffer),
+              "buffer_strata": len(by_stratum(next_buffer))}
     write_json(out_dir / "report.json", report)
     return report
 
@@ -161,12 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("buffer_in", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--cycle", required=True, help="the cycle's date; seeds its sampling")
+    parser.add_argument("--anchor", type=Path, default=Path("data/anchor/anchor_train.jsonl"),
+                        help="the fixed anchor training set mixed in at replay.anchor_ratio")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
     report = run(params.dataset, params.replay, params.seed, args.cycle, args.clean, args.buffer_in,
-                 args.out_dir)
-    print(f"dataset: {report['train_new']} new + {report['train_replay']} replayed for training, "
+                 args.out_dir, args.anchor)
+    print(f"dataset: {report['train_new']} new + {report['train_replay']} replayed + "
+          f"{report['train_anchor']} anchor examples for training, "
           f"{report['eval']} held out, {report['duplicates']} duplicates dropped "
           f"({report['exact_duplicates']} exact, {report['near_duplicates_in_batch']} near within "
           f"the batch, {report['near_duplicates_of_replay']} near to the replay buffer), "

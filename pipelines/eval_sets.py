@@ -10,10 +10,18 @@ held-out new data (data/dataset/eval.jsonl) and the older topics of the replay b
 - anchor (data/anchor/anchor.jsonl): conversations of the kind the base model learned in
   pre-training and no cycle trains on. A loss rise here is lost general ability.
 
-`python -m pipelines.eval_sets build` writes the project's initial golden and anchor sets from the
-sample-log templates (run once; the files are committed, and each workspace DVC-tracks its copy).
+Beside them, one training set: anchor_train (data/anchor/anchor_train.jsonl), more conversations
+of the base model's kind, which the dataset stage mixes into every cycle's training at
+replay.anchor_ratio to protect what the base model could do. It is disjoint from the anchor eval
+set (no shared id, conversation or user question, compared after redaction), so the anchor loss
+still measures ability on conversations never trained on.
 
-    python -m pipelines.eval_sets build --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl
+`python -m pipelines.eval_sets build` writes the project's initial golden, anchor and anchor_train
+sets from the sample-log templates (run once; the files are committed, and each workspace
+DVC-tracks its copy). The same seed writes the same bytes.
+
+    python -m pipelines.eval_sets build --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl \\
+        --anchor-train data/anchor/anchor_train.jsonl
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import datetime as dt
 import random
 import re
 from pathlib import Path
+from typing import Callable
 
 from pipelines import params as params_mod
 from pipelines.records import content_hash, read_json, read_jsonl, write_jsonl
@@ -30,6 +39,9 @@ from pipelines.sample_logs import TEMPLATES, make_record
 
 GOLDEN_PER_TEMPLATE = 2     # every template of every topic, twice with different slot values
 ANCHOR_RECORDS = 36         # six per topic
+# Twenty per topic: a cycle draws ~5% of its ~150-record mix from it, so a night's few anchor
+# examples differ from the last night's for weeks.
+ANCHOR_TRAIN_RECORDS = 120
 DAY = dt.date(2025, 1, 1)   # the sets are outside every cycle's dates
 
 
@@ -76,19 +88,58 @@ def anchor_records(seed: int) -> list[dict]:
     return records
 
 
-def redact_records(p: params_mod.RedactParams, records: list[dict]) -> list[dict]:
-    """The pipeline's own redaction, so the sets look exactly like what the model trains on."""
+def user_turns(record: dict) -> tuple[str, ...]:
+    return tuple(m.get("content") for m in record.get("messages") or [] if m.get("role") == "user")
+
+
+def anchor_training_records(seed: int, anchor_eval: list[dict], redact: Callable[[dict], dict]
+                            ) -> list[dict]:
+    """The anchor training set: conversations drawn like `anchor_records` (each topic's first
+    template), redacted by `redact`, skipping any that shares an id, the whole conversation or a
+    user question with a record of `anchor_eval` (the redacted eval set) or with one already
+    taken. ANCHOR_TRAIN_RECORDS in all, the same number per topic."""
+    rng = random.Random(f"anchor-train-{seed}")
+    first_only = {topic: templates[:1] for topic, templates in TEMPLATES.items()}
+    topics = list(TEMPLATES)
+    per_topic = ANCHOR_TRAIN_RECORDS // len(topics)
+    taken_ids = {r["id"] for r in anchor_eval}
+    taken_content = {content_hash(r) for r in anchor_eval}
+    taken_questions = {user_turns(r) for r in anchor_eval}
+    records: list[dict] = []
+    for topic in topics:
+        kept, tries = 0, 0
+        while kept < per_topic:
+            tries += 1
+            if tries > 100 * per_topic:
+                raise RuntimeError(f"could not draw {per_topic} distinct anchor training records "
+                                   f"for topic {topic!r}: its first template has too few variants")
+            record = redact(make_record(rng, DAY, len(records), topic, first_only))
+            record["id"] = f"anchor-train-{len(records) + 1:04d}"
+            record["feedback"] = None
+            record["metadata"] = {"topic": topic, "source": "anchor_train"}
+            if (record["id"] in taken_ids or content_hash(record) in taken_content
+                    or user_turns(record) in taken_questions):
+                continue
+            taken_ids.add(record["id"])
+            taken_content.add(content_hash(record))
+            taken_questions.add(user_turns(record))
+            records.append(record)
+            kept += 1
+    return records
+
+
+def build(p: params_mod.Params, golden: Path, anchor: Path, anchor_train: Path) -> dict:
+    """Write the initial golden, anchor and anchor training sets, through the pipeline's own
+    redaction so they look exactly like what the model trains on. Returns their sizes."""
     from pipelines.redact import Redactor
 
-    redactor = Redactor(p)
-    return [redactor.redact_record(r) for r in records]
-
-
-def build(p: params_mod.Params, golden: Path, anchor: Path) -> dict:
-    """Write the initial golden and anchor sets. Returns their sizes."""
-    n_golden = write_jsonl(golden, redact_records(p.redact, golden_records(p.seed)))
-    n_anchor = write_jsonl(anchor, redact_records(p.redact, anchor_records(p.seed)))
-    return {"golden": n_golden, "anchor": n_anchor}
+    redactor = Redactor(p.redact)
+    anchor_eval = [redactor.redact_record(r) for r in anchor_records(p.seed)]
+    n_golden = write_jsonl(golden, [redactor.redact_record(r) for r in golden_records(p.seed)])
+    n_anchor = write_jsonl(anchor, anchor_eval)
+    n_train = write_jsonl(anchor_train,
+                          anchor_training_records(p.seed, anchor_eval, redactor.redact_record))
+    return {"golden": n_golden, "anchor": n_anchor, "anchor_train": n_train}
 
 
 class GoldenRejected(ValueError):
@@ -133,14 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.eval_sets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="write the initial golden and anchor sets")
+    b = sub.add_parser("build", help="write the initial golden, anchor and anchor training sets")
     b.add_argument("--golden", type=Path, default=Path("data/golden/golden.jsonl"))
     b.add_argument("--anchor", type=Path, default=Path("data/anchor/anchor.jsonl"))
+    b.add_argument("--anchor-train", type=Path, default=Path("data/anchor/anchor_train.jsonl"))
     b.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    sizes = build(params_mod.load(args.params), args.golden, args.anchor)
+    sizes = build(params_mod.load(args.params), args.golden, args.anchor, args.anchor_train)
     print(f"eval_sets: {sizes['golden']} golden records in {args.golden}, "
-          f"{sizes['anchor']} anchor records in {args.anchor}")
+          f"{sizes['anchor']} anchor records in {args.anchor}, "
+          f"{sizes['anchor_train']} anchor training records in {args.anchor_train}")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,19 @@ class DatasetParams:
 class ReplayParams:
     capacity: int
     ratio: float
+    anchor_ratio: float
+
+    def __post_init__(self):
+        if self.capacity < 0:
+            raise ParamsError(f"replay.capacity must not be negative, not {self.capacity}")
+        for name in ("ratio", "anchor_ratio"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ParamsError(f"replay.{name} must be at least 0 and below 1, not "
+                                  f"{getattr(self, name)}")
+        if self.ratio + self.anchor_ratio >= 1:
+            raise ParamsError(f"replay.ratio + replay.anchor_ratio is {self.ratio + self.anchor_ratio}: "
+                              "they are shares of the training mix, so they must leave room for "
+                              "the new examples (sum below 1)")
 
 
 @dataclass(frozen=True)

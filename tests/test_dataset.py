@@ -36,7 +36,7 @@ def test_replay_is_mixed_at_the_configured_ratio_and_the_buffer_stays_bounded(tm
     buffer = [{**rec(1000 + i), "_cycle": "2026-01-04"} for i in range(300)]
     write_jsonl(tmp_path / "buffer.jsonl", buffer)
     write_jsonl(tmp_path / "clean.jsonl", [rec(i) for i in range(100)])
-    replay = replace(params.replay, ratio=0.25, capacity=250)
+    replay = replace(params.replay, ratio=0.25, anchor_ratio=0.0, capacity=250)
     report = dataset.run(params.dataset, replay, params.seed, "2026-01-05",
                          tmp_path / "clean.jsonl", tmp_path / "buffer.jsonl", tmp_path / "out")
     train = list(read_jsonl(tmp_path / "out/train.jsonl"))
