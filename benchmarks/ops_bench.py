@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ from pipelines import sample_logs  # noqa: E402
 RESULTS = ROOT / "benchmarks/results"
 START = dt.date(2026, 1, 5)
 DEMO_RECORDS = 150  # demo.records_per_day of params.yaml: "1x"
+# Prefect's temporary API server gives up after 20 s by default; a loaded machine needs longer.
+PREFECT_ENV = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
 
 
 def set_params(ws: Path, overrides: dict) -> None:
@@ -57,7 +60,8 @@ def run_night(ws: Path, day: dt.date) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([str(Path(sys.executable).parent / "nightshift"), "run", "--workspace",
-                           str(ws), "--date", day.isoformat()], capture_output=True, text=True)
+                           str(ws), "--date", day.isoformat()], capture_output=True, text=True,
+                          env={**os.environ, **PREFECT_ENV})
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
