@@ -170,6 +170,13 @@ def timed(fn, *args, **kwargs) -> tuple[object, float]:
     return result, time.perf_counter() - started
 
 
+def parse_record(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None  # the sample's deliberately broken lines
+
+
 def bench_stages(args) -> dict:
     """Seconds of each stage's own work (called in this process: no process start-up, no Prefect,
     no DVC) on one night of 1x, 10x, 100x ... the demo's daily volume, with the default params.
@@ -184,18 +191,21 @@ def bench_stages(args) -> dict:
 
     p = params_mod.load(ROOT / "params.yaml")
     root = args.workspace / "stages"
+    base = args.workspace / "stages-base"  # kept between runs: building it is not measured here
     if root.exists():
         shutil.rmtree(root)
-    base = root / "base"
-    _, base_s = timed(base_model.run, dataclasses.replace(p.base, corpus_records=300, pretrain_steps=50),
-                      p.seed, base, ROOT / "data/corpus")
+    base_s = None
+    if not (base / "config.json").exists():
+        _, base_s = timed(base_model.run, dataclasses.replace(p.base, corpus_records=300,
+                                                              pretrain_steps=50),
+                          p.seed, base, ROOT / "data/corpus")
     buffer = root / "buffer.jsonl"
-    earlier = [json.loads(line) for line in sample_logs.generate_day(5, START, 0, 4000, 0.8)
-               if line.startswith('{"id"')]
+    earlier = [r for r in map(parse_record, sample_logs.generate_day(5, START, 0, 4000, 0.8))
+               if isinstance(r, dict) and isinstance(r.get("messages"), list)]
     write_jsonl(buffer, earlier[:p.replay.capacity])
     day = START + dt.timedelta(days=1)
     result: dict = {"demo_records_per_night": DEMO_RECORDS, "replay_buffer": p.replay.capacity,
-                    "base_model_s": round(base_s, 1), "scales": {}}
+                    "base_model_s": base_s and round(base_s, 1), "scales": {}}
     for scale in args.scales:
         d = root / f"{scale}x"
         records = DEMO_RECORDS * scale
@@ -239,6 +249,33 @@ def bench_stages(args) -> dict:
     return result
 
 
+def extrapolate(args) -> dict:
+    """Seconds per stage at --to x the demo volume, from ops_stages.json: a straight line through
+    the two largest scales each stage was measured at (fixed cost + cost per record)."""
+    measured = json.loads((RESULTS / "ops_stages.json").read_text())["scales"]
+    scales = sorted(measured, key=lambda k: int(k[:-1]))
+    table = {}
+    for stage in STAGES:
+        points = [(measured[k]["records"], measured[k]["seconds"][stage]) for k in scales
+                  if measured[k]["seconds"].get(stage) is not None]
+        if len(points) < 2:
+            continue
+        (n1, t1), (n2, t2) = points[-2:]
+        per_record = (t2 - t1) / (n2 - n1)
+        fixed = t1 - per_record * n1
+        records = DEMO_RECORDS * args.to
+        table[stage] = {"from_records": [n1, n2], "fixed_s": round(fixed, 2),
+                        "ms_per_record": round(per_record * 1000, 3),
+                        f"{args.to}x_s": round(fixed + per_record * records, 1)}
+    print(f"| stage | fit from (records) | fixed (s) | ms per record | {args.to}x = "
+          f"{DEMO_RECORDS * args.to:,} records (s) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for stage, row in table.items():
+        print(f"| {stage} | {row['from_records'][0]:,} and {row['from_records'][1]:,} | "
+              f"{row['fixed_s']} | {row['ms_per_record']} | {row[f'{args.to}x_s']:,} |")
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/nightshift-ops-bench"),
@@ -253,8 +290,11 @@ def main(argv: list[str] | None = None) -> None:
     stages.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     stages.add_argument("--train-up-to", type=int, default=10,
                         help="largest scale that also trains and evaluates (default: %(default)s)")
+    extra = sub.add_parser("extrapolate", help="per-stage seconds at a larger scale, from `stages`")
+    extra.add_argument("--to", type=int, default=1000, help="scale to extrapolate to (default: %(default)s)")
     args = parser.parse_args(argv)
-    {"empty": bench_empty, "cycles": bench_cycles, "stages": bench_stages}[args.part](args)
+    {"empty": bench_empty, "cycles": bench_cycles, "stages": bench_stages,
+     "extrapolate": extrapolate}[args.part](args)
 
 
 if __name__ == "__main__":
