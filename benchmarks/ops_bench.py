@@ -258,11 +258,19 @@ def extrapolate(args) -> dict:
     for stage in STAGES:
         points = [(measured[k]["records"], measured[k]["seconds"][stage]) for k in scales
                   if measured[k]["seconds"].get(stage) is not None]
-        if len(points) < 2:
+        if len(points) >= 2:
+            (n1, t1), (n2, t2) = points[-2:]
+            per_record = (t2 - t1) / (n2 - n1)
+            fixed = t1 - per_record * n1
+        elif stage == "train" and points:
+            # One night trained: its training loop's tokens/s gives the cost per record; the rest
+            # of the stage (loading, saving) is the fixed part.
+            night = next(measured[k] for k in reversed(scales) if measured[k]["seconds"].get("train"))
+            loop = night["train_tokens"] / night["train_tokens_per_s"]
+            n1 = n2 = night["records"]
+            per_record, fixed = loop / night["records"], night["seconds"]["train"] - loop
+        else:
             continue
-        (n1, t1), (n2, t2) = points[-2:]
-        per_record = (t2 - t1) / (n2 - n1)
-        fixed = t1 - per_record * n1
         records = DEMO_RECORDS * args.to
         table[stage] = {"from_records": [n1, n2], "fixed_s": round(fixed, 2),
                         "ms_per_record": round(per_record * 1000, 3),
