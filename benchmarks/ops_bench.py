@@ -262,6 +262,8 @@ def extrapolate(args) -> dict:
             (n1, t1), (n2, t2) = points[-2:]
             per_record = (t2 - t1) / (n2 - n1)
             fixed = t1 - per_record * n1
+            if per_record < 0:  # bounded work (drift samples at most drift.max_samples): flat
+                per_record, fixed = 0.0, max(t1, t2)
         elif stage == "train" and points:
             # One night trained: its training loop's tokens/s gives the cost per record; the rest
             # of the stage (loading, saving) is the fixed part.
