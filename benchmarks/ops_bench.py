@@ -119,8 +119,8 @@ def bench_empty(args) -> dict:
 
 
 # Small enough that 30 nights run in well under an hour on 2 cores; the same code paths as the
-# defaults. The replay buffer's capacity is reached on night 2, so what grows afterwards is the
-# history (git, DVC cache, MLflow, logs), not the buffer.
+# defaults. The replay buffer reaches its capacity on night 3 (about 30 examples a night), so
+# what grows after that is the history (git, DVC cache, MLflow, logs), not the buffer.
 CYCLE_PARAMS = {"base.corpus_records": 300, "base.pretrain_steps": 100, "base.pretrain_batch_size": 8,
                 "replay.capacity": 60, "evaluate.generation_examples": 8, "drift.min_records": 20,
                 "nightly.min_new_examples": 10}
