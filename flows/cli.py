@@ -255,6 +255,11 @@ def print_summary(s: dict) -> None:
     if s.get("quarantine_reasons"):
         print(f"          checks failed by quarantined records (one record can fail several): "
               f"{s['quarantine_reasons']}")
+    if s.get("status") == "skipped":
+        print(f"skipped   no training tonight: {s['reason']}\n"
+              f"          the data is versioned (git {str(s.get('git_commit'))[:10]}); production "
+              "(@champion) is unchanged")
+        return
     print(f"train     {tr.get('examples')} examples, {tr.get('steps')} steps, loss "
           f"{fmt(tr.get('first_loss'))} -> {fmt(tr.get('final_loss'))}, parent version "
           f"{s.get('parent_version') or 'none (new adapter)'}")

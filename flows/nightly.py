@@ -26,7 +26,11 @@ from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 
-DAG_STAGES = ["base_model", "redact", "validate", "dataset", "drift", "train", "evaluate", "gate"]
+# The DAG in two parts: the data stages run for every night with records; the model stages only
+# when the night brings at least nightly.min_new_examples learnable examples.
+DATA_STAGES = ["redact", "validate", "dataset"]
+MODEL_STAGES = ["base_model", "drift", "train", "evaluate", "gate"]
+DAG_STAGES = DATA_STAGES + MODEL_STAGES
 PARENT_DIR = Path("models/parent")
 BUFFER = Path("data/replay/buffer.jsonl")
 NEXT_BUFFER = Path("data/dataset/buffer.jsonl")
@@ -120,6 +124,7 @@ def version(ws: Path, date: dt.date) -> dict:
 
     p = params_mod.load(ws / "params.yaml")
     attempt, attempts = task_run.run_count or 1, p.retries.dvc_remote + 1
+    wsp.configure_remote(ws, p.version)
     try:
         wsp.dvc(ws, "push", "-r", p.version.remote)  # not -q: its ERROR line says what failed
     except wsp.CommandError as exc:
@@ -224,6 +229,12 @@ def accounting(ws: Path, pulled: int) -> dict:
     return {**counts, **parts, "balanced": True}
 
 
+def new_examples(ws: Path) -> int:
+    """The night's learnable new examples (for training and held out), after dedup and filters."""
+    dataset = read_json(ws / "data/dataset/report.json")
+    return dataset["train_new"] + dataset["eval"]
+
+
 def write_summary(ws: Path, summary: dict) -> None:
     write_json(ws / "reports/summary.json", summary)
     write_json(ws / f"reports/cycles/{summary['cycle']}.json", summary)
@@ -263,18 +274,40 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
         summary["timings"][name] = round(time.time() - started, 1)
         return result
 
+    version_with_retries = version.with_options(
+        retries=p.retries.dvc_remote, retry_delay_seconds=p.retries.dvc_remote_delays() or 0)
+
+    def skip(reason: str) -> dict:
+        """Too little new data: no training, but the data is versioned and the summary written."""
+        log.info("cycle %s skipped: %s", day, reason)
+        versioned = step("version", version_with_retries, ws, day)
+        summary.update(status="skipped", reason=reason, git_commit=versioned["git_commit"],
+                       data_version=versioned["data_version"])
+        return summary
+
     try:
         ingest_with_retries = ingest.with_options(retries=p.ingest.retries,
                                                   retry_delay_seconds=p.ingest.retry_delays() or 0)
         pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
+        if pulled["pulled"] == 0:
+            # Nothing new: no stage has anything to do. The empty snapshot is still versioned.
+            summary["accounting"] = {"pulled": 0, "clean": 0, "quarantined": 0, "duplicates": 0,
+                                     "balanced": True}
+            return skip(f"no new records in the source for {day} (if some were expected, check "
+                        "the logging upstream)")
         pinned = step("pin_inputs", pin_inputs, ws, day)
         summary["parent_version"] = pinned["parent_version"]
-        for stage in DAG_STAGES:
+        for stage in DATA_STAGES:
             step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
         summary["accounting"] = accounting(ws, pulled["pulled"])
-        version_with_retries = version.with_options(
-            retries=p.retries.dvc_remote, retry_delay_seconds=p.retries.dvc_remote_delays() or 0)
+        summary["new_examples"] = new_examples(ws)
+        if summary["new_examples"] < p.nightly.min_new_examples:
+            return skip(f"{summary['new_examples']} learnable new examples, fewer than "
+                        f"nightly.min_new_examples ({p.nightly.min_new_examples}); they join the "
+                        "replay buffer that later nights replay from")
+        for stage in MODEL_STAGES:
+            step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
         versioned = step("version", version_with_retries, ws, day)
         registered = step("register", register, ws, day, pinned["parent_version"], versioned)
         summary.update(status="succeeded", version=registered["version"],

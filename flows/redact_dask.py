@@ -49,12 +49,17 @@ def redact_map(in_path: str, out_path: str, p: dict) -> dict:
             replaced += chunk_replaced
             residual += chunk_residual
             flagged += chunk_flagged
-    return {"records": n, "replaced": dict(sorted(replaced.items())),
-            "residual": dict(sorted(residual.items())), "records_with_residual": flagged}
+    # The same report as the stage's own runner (entity types looked for and not, ...).
+    report = _redactor(params_mod.RedactParams(**{**p, "entities": tuple(p["entities"])})).report(n)
+    report.update(replaced=dict(sorted(replaced.items())), residual=dict(sorted(residual.items())),
+                  records_with_residual=flagged)
+    return report
 
 
-def redact_with_dask(p: params_mod.RedactParams, in_path: Path, out_path: Path, workers: int) -> dict:
-    """Run `redact_map` on a local Dask cluster of `workers` single-threaded processes.
+def redact_with_dask(p: params_mod.RedactParams, in_path: Path, out_path: Path, workers: int,
+                     address: str | None = None) -> dict:
+    """Run `redact_map` on a local Dask cluster of `workers` single-threaded processes, or on the
+    running Dask cluster whose scheduler is at `address` (tcp://host:8786).
 
     Dask's worker processes report their task runs to the Prefect API of PREFECT_API_URL. Without
     one configured, a temporary API server is started for the run (Prefect's ephemeral mode would
@@ -69,8 +74,9 @@ def redact_with_dask(p: params_mod.RedactParams, in_path: Path, out_path: Path, 
         server.start()
         os.environ["PREFECT_API_URL"] = server.api_url
     try:
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                                                "processes": True, "dashboard_address": None})
+        runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                            "dashboard_address": None})
         return redact_map.with_options(task_runner=runner)(str(in_path), str(out_path),
                                                            dataclasses.asdict(p))
     finally:

@@ -104,3 +104,15 @@ def init(path: Path, source: Path = PROJECT_ROOT) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "nightshift workspace")
     return path
+
+
+def configure_remote(ws: Path, p) -> None:
+    """Point the DVC remote `p.remote` (params.yaml `version`) at `p.remote_url`, with the S3
+    endpoint `p.endpoint_url` for an S3-compatible server; nothing to do when remote_url is null.
+    The change lands in .dvc/config, so the cycle's commit records where its data went."""
+    if not p.remote_url:
+        return
+    dvc(ws, "remote", "add", "--force", "--default", p.remote, p.remote_url)
+    if p.endpoint_url:
+        dvc(ws, "remote", "modify", p.remote, "endpointurl", p.endpoint_url)
+

@@ -9,7 +9,8 @@ buffer: examples of earlier cycles) on:
   - message length: population stability index (PSI) of user-message lengths
   - vocabulary: the share of the batch's words never seen in the reference
   - topic mix: total variation distance between topic shares, when records carry metadata.topic
-Reference embeddings are cached by content hash, so each message is embedded once.
+Only the sampled messages (drift.max_samples a side) are embedded; embeddings are cached by
+content hash, so each message is embedded once.
 
     python -m pipelines.drift data/validated/clean.jsonl data/replay/buffer.jsonl reports/drift.json
 """
@@ -129,11 +130,14 @@ def compare(p: params_mod.DriftParams, reference: list[dict], current: list[dict
         return report
     rng = np.random.default_rng(seed)
     ref_text, cur_text = user_texts(reference), user_texts(current)
-    ref_emb, cur_emb = cache.embed(ref_text), cache.embed(cur_text)  # all: next cycle's reference
-    # The permutation test is quadratic in its sample: at most max_samples a side.
-    ref_idx = np.sort(rng.permutation(len(ref_emb))[:p.max_samples])
-    cur_idx = np.sort(rng.permutation(len(cur_emb))[:p.max_samples])
-    statistic, p_value = mmd_permutation_test(ref_emb[ref_idx], cur_emb[cur_idx], p.permutations, rng)
+    # The permutation test is quadratic in its sample: at most max_samples a side. Only the
+    # sample is embedded, so a night's embedding work is bounded whatever its volume (embedding
+    # every record made this stage the slowest of a 15,000-record night: docs/SCALING.md).
+    ref_idx = np.sort(rng.permutation(len(ref_text))[:p.max_samples])
+    cur_idx = np.sort(rng.permutation(len(cur_text))[:p.max_samples])
+    ref_emb = cache.embed([ref_text[i] for i in ref_idx])
+    cur_emb = cache.embed([cur_text[i] for i in cur_idx])
+    statistic, p_value = mmd_permutation_test(ref_emb, cur_emb, p.permutations, rng)
     length_psi = psi(np.array([len(t) for t in ref_text]), np.array([len(t) for t in cur_text]))
     vocabulary = {w for t in ref_text for w in WORD.findall(t.lower())}
     words = [w for t in cur_text for w in WORD.findall(t.lower())]

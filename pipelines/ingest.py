@@ -105,18 +105,22 @@ def _stamp(raw: bytes, ts: dt.datetime) -> bytes:
 def read_jsonl_file(file: Path, ledger: dict[str, dict]) -> Iterator[Line]:
     """The lines of one JSONL file not pulled before, each with the timestamp it is pulled by.
 
-    `ledger` (file name -> {"bytes", "sha256", "mtime"}) holds how much of each file-dated file
-    earlier cycles pulled; if the file still starts with exactly those bytes they are skipped,
-    and after the read the entry covers the whole file. Keyed by name, not path, so a workspace
+    `ledger` (file name -> {"bytes", "sha256", "mtime", "mtime_ns"}) holds how much of each
+    file-dated file, and of each timestamped file a cycle's window has passed, earlier cycles
+    took. A file of that size and modification time is not read again (a night's work does not
+    grow with the history in the log folder); if the file still starts with exactly those bytes
+    they are skipped, and after the read the entry covers the whole file. Keyed by name, not path, so a workspace
     or log folder that moves keeps its ledger. Raises SourceError if the file vanishes, is
     replaced or shrinks while it is read.
     """
     key = file.name
     with open(file, "rb") as f:
         opened = os.fstat(f.fileno())
+        seen = ledger.get(key)
+        if seen and seen.get("mtime_ns") == opened.st_mtime_ns and seen["bytes"] == opened.st_size:
+            return  # untouched since a cycle took all of it: not read again, however long the history
         mtime = dt.datetime.fromtimestamp(opened.st_mtime, dt.timezone.utc)
         digest, offset = hashlib.sha256(), 0
-        seen = ledger.get(key)
         if seen and opened.st_size >= seen["bytes"]:
             prefix = f.read(seen["bytes"])
             if hashlib.sha256(prefix).hexdigest() == seen["sha256"]:
@@ -126,6 +130,7 @@ def read_jsonl_file(file: Path, ledger: dict[str, dict]) -> Iterator[Line]:
                 f.seek(0)
         pending: list[bytes] = []
         last: dt.datetime | None = None
+        latest: dt.datetime | None = None
         dated = False
         for raw in f:
             digest.update(raw)
@@ -144,12 +149,19 @@ def read_jsonl_file(file: Path, ledger: dict[str, dict]) -> Iterator[Line]:
                 yield Line(ts, held, False)
             pending = []
             last = ts
+            latest = ts if latest is None else max(latest, ts)
             yield Line(ts, raw, False)
         _check_unchanged(file, opened, offset)
+    entry = {"bytes": offset, "sha256": digest.hexdigest(), "mtime": iso(mtime),
+             "mtime_ns": opened.st_mtime_ns}
     if not dated:  # no line has a timestamp of its own: the file's time dates them all
         for held in pending:
             yield Line(mtime, _stamp(held, mtime), True)
-        ledger[key] = {"bytes": offset, "sha256": digest.hexdigest(), "mtime": iso(mtime)}
+        ledger[key] = entry
+    else:
+        # Its lines are pulled by their own timestamps; once a cycle's window has passed the
+        # latest of them (see run), the file is done and later cycles skip what it held then.
+        ledger[key] = {**entry, "latest_timestamp": iso(latest)}
 
 
 def _check_unchanged(file: Path, opened: os.stat_result, offset: int) -> None:
@@ -340,8 +352,11 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
 
     # A file-dated file counts as pulled once the cycle's window reaches its time; for a later
     # one the ledger keeps what it said before, so the cycle that reaches it pulls it.
+    # The same for a file of timestamped lines once the window passed its latest line: all of
+    # it was pulled or lay behind the watermark, so later cycles need not read it again.
     ledger = {**state.get("files", {}),
-              **{k: v for k, v in ledger.items() if parse_timestamp(v["mtime"]) < until}}
+              **{k: v for k, v in ledger.items()
+                 if parse_timestamp(v.get("latest_timestamp") or v["mtime"]) < until}}
     new_state = {"timestamp": iso(new_watermark), "cycle": date.isoformat()}
     if ledger:
         new_state["files"] = ledger

@@ -133,11 +133,18 @@ class RedactParams:
     workers: int
     chunk_records: int
     text_cache_size: int
+    runner: str
+    dask_address: str | None
 
     def __post_init__(self):
         for name in ("workers", "chunk_records", "text_cache_size"):
             if getattr(self, name) < 1:
                 raise ParamsError(f"redact.{name} must be at least 1, not {getattr(self, name)}")
+        if self.runner not in ("processes", "dask"):
+            raise ParamsError(f"redact.runner must be 'processes' or 'dask', not {self.runner!r}")
+        if self.dask_address and self.runner != "dask":
+            raise ParamsError("redact.dask_address is set but redact.runner is not 'dask': set "
+                              "runner: dask to use that cluster, or dask_address: null")
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,15 @@ class DatasetParams:
     def __post_init__(self):
         if self.shingle_words < 1:
             raise ParamsError(f"dataset.shingle_words must be at least 1, not {self.shingle_words}")
+
+
+@dataclass(frozen=True)
+class NightlyParams:
+    min_new_examples: int
+
+    def __post_init__(self):
+        if self.min_new_examples < 1:
+            raise ParamsError(f"nightly.min_new_examples must be at least 1, not {self.min_new_examples}")
 
 
 @dataclass(frozen=True)
@@ -307,7 +323,14 @@ class RegistryParams:
 @dataclass(frozen=True)
 class VersionParams:
     remote: str
+    remote_url: str | None
+    endpoint_url: str | None
     git_commit: bool
+
+    def __post_init__(self):
+        if self.endpoint_url and not self.remote_url:
+            raise ParamsError("version.endpoint_url is set but version.remote_url is not: name the "
+                              "bucket too (remote_url: s3://BUCKET/PATH)")
 
 
 @dataclass(frozen=True)
@@ -335,6 +358,7 @@ class Params:
     redact: RedactParams
     validate: ValidateParams
     dataset: DatasetParams
+    nightly: NightlyParams
     replay: ReplayParams
     drift: DriftParams
     train: TrainParams
@@ -344,6 +368,13 @@ class Params:
     version: VersionParams
     notify: NotifyParams
     demo: DemoParams
+
+    def __post_init__(self):
+        if self.nightly.min_new_examples < self.validate.min_records:
+            raise ParamsError(
+                f"nightly.min_new_examples ({self.nightly.min_new_examples}) must be at least "
+                f"validate.min_records ({self.validate.min_records}): a batch too small to be "
+                "judged by validate's batch checks must not be trained on")
 
     def digest(self) -> str:
         """A short hash of every value, recorded with each model version."""

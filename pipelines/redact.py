@@ -14,7 +14,8 @@ Fast, and the same as analysing every text with every recognizer:
   that every match of the recognizer contains (a digit for card numbers, '@' for emails, ...).
   A recognizer without a known trigger (an NER model, say) always runs;
 - records are spread over `workers` processes in chunks; the output is byte-identical whatever
-  the number of workers.
+  the number of workers, and whichever runner (`redact.runner`: this machine's processes, or
+  Prefect's Dask task runner on a local or remote Dask cluster, flows/redact_dask.py).
 
     python -m pipelines.redact data/raw/2026-01-05.jsonl data/redacted
 """
@@ -306,7 +307,17 @@ def run(p: params_mod.RedactParams, raw_snapshot: Path, out_dir: Path) -> dict:
     Returns:
         the report: counts per entity type, and the types that were not looked for.
     """
-    report = redact_file(p, raw_snapshot, out_dir / "records.jsonl", progress=True)
+    if p.runner == "dask":
+        # Prefect's Dask task runner: the same Redactor per chunk, chunks written back in order.
+        from flows.redact_dask import redact_with_dask
+
+        started = time.time()
+        report = redact_with_dask(p, raw_snapshot, out_dir / "records.jsonl", p.workers,
+                                  address=p.dask_address)
+        report["seconds"] = round(time.time() - started, 2)
+    else:
+        report = redact_file(p, raw_snapshot, out_dir / "records.jsonl", progress=True)
+    report["runner"] = p.runner
     write_json(out_dir / "report.json", report)
     return report
 

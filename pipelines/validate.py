@@ -11,7 +11,9 @@ counts, lengths, how far its timestamp lies in the future, residual PII found af
 Rows failing a row-level expectation are quarantined with its reason; the rest are clean. The
 batch-level suite (volume, quarantine and duplicate rates, user-message length distribution)
 then decides whether the cycle may go on: if not, the stage writes its outputs, its report and
-the Data Docs, and exits non-zero, so nothing trains on a broken batch. GX Data Docs (HTML) of
+the Data Docs, and exits non-zero, so nothing trains on a broken batch. A batch of fewer than
+validate.min_records records is too small for batch statistics: it is not judged (the report says
+`batch_judged: false`) and the nightly flow skips training on it. GX Data Docs (HTML) of
 both validations are written every cycle.
 
     python -m pipelines.validate data/redacted data/validated --cycle 2026-01-05 \\
@@ -297,6 +299,10 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
         checks[result.expectation_config.meta["reason"]] = {
             "passed": bool(result.success), "observed": _plain(observed)}
     failed = [reason for reason, check in checks.items() if not check["passed"]]
+    # Fewer records than min_records: the batch's rates and medians are noise (one bad record of
+    # three is 33%), so the batch is not judged. Its rows were checked above; the flow skips
+    # training on it (nightly.min_new_examples >= validate.min_records), quietly, as a quiet night.
+    judged = len(records) >= p.min_records
 
     reason_counts: dict[str, int] = {}
     for rs in reasons.values():
@@ -308,10 +314,11 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
               "exact_duplicates": len(duplicates),
               "user_chars_median": _plain(user_chars.median()) if len(user_chars) else None,
               "user_chars_p95": _plain(user_chars.quantile(0.95)) if len(user_chars) else None,
-              "batch_passed": not failed, "batch_failures": failed, "batch_checks": checks,
+              "batch_judged": judged, "batch_passed": not failed if judged else None,
+              "batch_failures": failed, "batch_checks": checks,
               "data_docs": str(data_docs / "index.html") if data_docs is not None else None}
     write_json(out_dir / "report.json", report)
-    if failed:
+    if failed and judged:
         details = "; ".join(f"{r} (observed {checks[r]['observed']})" for r in failed)
         raise BatchRejected(
             f"batch rejected: {details}. {len(quarantine)} of {len(records)} records quarantined "
@@ -347,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"validate: {exc}")
     print(f"validate: {report['clean']} clean, {report['quarantined']} quarantined "
           f"{report['quarantine_reasons']}"
+          + ("" if report["batch_judged"] else f"; {report['records']} records are too few to "
+             "judge as a batch (validate.min_records): not judged, no training on them")
           + (f"; Data Docs: {report['data_docs']}" if report["data_docs"] else ""))
 
 

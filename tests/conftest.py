@@ -30,6 +30,7 @@ TINY = {
     "base": {"corpus_records": 300, "pretrain_steps": 100, "pretrain_batch_size": 8},
     "demo": {"records_per_day": 40, "days": 3},
     "validate": {"min_records": 5},
+    "nightly": {"min_new_examples": 10},   # 40 records a night leave 20-35 learnable: all train
     "notify": {"on_success": False},
 }
 

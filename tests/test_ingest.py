@@ -349,3 +349,26 @@ def test_source_down_fails_the_cycle_after_retries_alerts_and_keeps_the_watermar
     assert "FAILED in ingest" in alert["title"]
     assert "watermark has not moved" in alert["message"] and "attempt 3 of 3" in alert["message"]
     assert "nightshift run --date 2026-01-05" in alert["message"]
+
+
+def test_log_files_a_night_took_in_full_are_not_read_again(tmp_path, monkeypatch):
+    """A night's ingest reads the files that may still hold new lines, not the whole history."""
+    paths = sample_logs.generate(tmp_path / "logs", DAY1, 3, 20, seed=5, topic_shift=0.5)
+    parsed = []
+    line_timestamp = ingest._line_timestamp
+    monkeypatch.setattr(ingest, "_line_timestamp", lambda raw: parsed.append(raw) or line_timestamp(raw))
+    pulled, read = [], []
+    for day in (DAY1, DAY2, DAY2 + dt.timedelta(days=1)):
+        parsed.clear()
+        pulled.append(run(tmp_path, tmp_path / "logs", day)["pulled"])
+        read.append(len(parsed))
+    assert pulled == [lines_per_day(p) for p in paths]  # each line once, in its own night
+    # Night 1 reads all three files; night 3 only its own: days 1 and 2 were taken in full.
+    assert read[0] == sum(pulled) and read[2] == pulled[2]
+    # A file appended to after it was taken is read again, from where it was left.
+    with open(paths[0], "a") as f:
+        f.write(json.dumps({"id": "late", "timestamp": "2026-01-08T09:00:00Z",
+                            "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    parsed.clear()
+    assert run(tmp_path, tmp_path / "logs", DAY2 + dt.timedelta(days=3))["pulled"] == 1
+    assert len(parsed) == 1
