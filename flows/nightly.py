@@ -3,12 +3,24 @@
 The flow only orchestrates. Stages live in pipelines/ and run through `dvc repro <stage>`, so DVC
 decides what is up to date and records dvc.lock; Prefect adds the schedule, retries on I/O, logs
 and the UI. Ingest and register are the two side effects outside the DVC DAG.
+
+Crash safety: a cycle killed at any point (SIGKILL, the machine going down) is finished by the
+next run. Ingest commits its snapshot and watermark together, so the same date re-run reuses
+the snapshot; DVC re-runs only the stages whose outputs were not recorded; the version step makes
+no second commit; a version registered but killed before its alias move is marked `pending` in
+the registry and its verdict is applied by the next run, whatever its date (recover_interrupted).
+
+Test hook: NIGHTSHIFT_CRASH_AFTER=<step> (a step name of `nightly`, e.g. `version` or
+`register`) makes the flow SIGKILL its own process right after that step, so tests can leave
+the exact state a crash there leaves. Production never sets it; nightshift never does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import signal
 import time
 from contextlib import chdir
 from pathlib import Path
@@ -26,6 +38,7 @@ from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 
+CRASH_AFTER_ENV = "NIGHTSHIFT_CRASH_AFTER"  # test hook only: see the module docstring
 DAG_STAGES = ["base_model", "redact", "validate", "dataset", "drift", "train", "evaluate", "gate"]
 PARENT_DIR = Path("models/parent")
 BUFFER = Path("data/replay/buffer.jsonl")
@@ -70,8 +83,12 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
             log.warning("ingest attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
         raise ingest_stage.SourceError(f"{exc} (attempt {attempt} of {attempts})") from exc
     wsp.dvc(ws, "add", "-q", metrics["snapshot"])
-    log.info("ingest: %d records pulled for %s (watermark %s)",
-             metrics["pulled"], date, metrics["watermark"])
+    if metrics["reused_snapshot"]:
+        log.info("ingest: %s was pulled by an earlier run (%d records): reused, nothing pulled "
+                 "again (watermark %s)", metrics["snapshot"], metrics["pulled"], metrics["watermark"])
+    else:
+        log.info("ingest: %d records pulled for %s (watermark %s)",
+                 metrics["pulled"], date, metrics["watermark"])
     if metrics.get("future_records"):
         log.warning("ingest: %d records in the source are stamped in the future; they stay there "
                     "until their night (check the logging clock upstream)", metrics["future_records"])
@@ -178,6 +195,22 @@ def notify(summary: dict, p: params_mod.Params) -> bool:
     return sent
 
 
+def recover_interrupted(ws: Path, p: params_mod.Params) -> dict:
+    """Clean up after a run of any date that was killed: DVC's stale locks, and versions
+    registered whose alias move never happened (their verdict is applied now, recorded once)."""
+    log = get_run_logger()
+    stale = wsp.clear_stale_dvc_locks(ws)
+    for entry in stale:
+        log.warning("a killed run left a DVC lock: %s; removed it (its process is gone)", entry)
+    with chdir(ws):
+        finished = history.finish_pending(
+            p.registry, by=f"nightly flow run {_flow_run_id()}, finishing an interrupted run")
+    for f in finished:
+        log.warning("version %s (cycle %s) was registered by a run killed before its alias move; "
+                    "verdict applied now: %s", f["version"], f["cycle"], f["reason"])
+    return {"stale_locks": stale, "finished_versions": finished}
+
+
 def accounting(ws: Path, pulled: int) -> dict:
     """Every record pulled is clean, quarantined or a duplicate; raises AccountingError if not."""
     validated = read_json(ws / "data/validated/report.json")
@@ -210,10 +243,18 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
     ws = Path(workspace).resolve()
     day = dt.date.fromisoformat(date) if date else dt.date.today() - dt.timedelta(days=1)
     p = params_mod.load(ws / "params.yaml")
+    recovered = recover_interrupted(ws, p)
     with chdir(ws):
         existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if existing:
-        log.info("cycle %s is already registered as version %s: nothing to do", day, existing)
+        finished = [f for f in recovered["finished_versions"] if f["version"] == existing]
+        if finished:
+            log.info("cycle %s was registered as version %s by a run that was interrupted; its "
+                     "verdict is applied now: %s", day, existing, finished[0]["reason"])
+            return {"cycle": day.isoformat(), "status": "finished_interrupted",
+                    "version": existing, **{k: finished[0][k] for k in ("alias", "promoted", "reason")}}
+        log.info("cycle %s is already registered as version %s: nothing to do, nothing changed",
+                 day, existing)
         return {"cycle": day.isoformat(), "status": "already_done", "version": existing}
 
     summary: dict = {"cycle": day.isoformat(), "status": "running", "timings": {},
@@ -224,6 +265,9 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         started = time.time()
         result = fn(*args)
         summary["timings"][name] = round(time.time() - started, 1)
+        if os.environ.get(CRASH_AFTER_ENV) == name:
+            log.warning("%s=%s: killing this process (SIGKILL), as a crash would", CRASH_AFTER_ENV, name)
+            os.kill(os.getpid(), signal.SIGKILL)
         return result
 
     try:
@@ -231,6 +275,7 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
                                                   retry_delay_seconds=p.ingest.retry_delays() or 0)
         pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
+        summary["reused_snapshot"] = pulled["reused_snapshot"]
         pinned = step("pin_inputs", pin_inputs, ws, day)
         summary["parent_version"] = pinned["parent_version"]
         for stage in DAG_STAGES:
