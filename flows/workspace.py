@@ -82,9 +82,12 @@ def _alive(pid: int) -> bool:
 
 
 def clear_stale_dvc_locks(ws: Path) -> list[str]:
-    """Drop the entries of DVC's .dvc/tmp/rwlock whose process is gone (a killed `dvc repro`
-    leaves the paths it was writing locked, and the next `dvc repro` then refuses them as
-    "busy"). Entries of live processes stay. Returns what was removed, as "PATH (pid N: CMD)".
+    """Drop the entries of DVC's .dvc/tmp/rwlock whose process is gone: a killed `dvc repro`
+    leaves the paths it read and wrote locked under its pid. DVC 3.x drops such an entry itself
+    (with a warning) when a later command wants an overlapping path; doing it for every path at
+    the start of a cycle says it once in the cycle's log and leaves none behind for paths the
+    rerun does not touch. Entries of live processes stay. Returns what was removed, as
+    "PATH (pid N: CMD)".
     """
     path = ws / ".dvc/tmp/rwlock"
     try:

@@ -43,12 +43,17 @@ def ws(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory) -> dict:
-    """The environment of each `nightshift run`: its own Prefect home (ephemeral API server)."""
-    env = wsp.subprocess_env()
-    env.update(PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")), PYTHONUNBUFFERED="1")
-    env.pop("NIGHTSHIFT_CRASH_AFTER", None)
-    return env
+def cli_env() -> dict:
+    """The environment of each `nightshift run`: the module's Prefect API server (outside the
+    runs' process groups, so it outlives their kills, like a real Prefect server)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        env = wsp.subprocess_env()
+        env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONUNBUFFERED="1")
+        env.pop("NIGHTSHIFT_CRASH_AFTER", None)
+        yield env
 
 
 def start_cycle(ws: Path, date: str, env: dict, crash_after: str | None = None) -> subprocess.Popen:
