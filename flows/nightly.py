@@ -164,10 +164,22 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("reports/drift.json"), Path("reports/drift.html"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
-        result.update(history.apply_verdict(p.registry, result["version"], verdict,
-                                            by=f"nightly flow run {lineage['flow_run_id']}"))
-    get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
+    get_run_logger().info("registered version %s (gate %s)", result["version"],
+                          "passed" if verdict["passed"] else "rejected")
     return result
+
+
+@task(name="apply-verdict", retries=2, retry_delay_seconds=10)
+def apply_verdict(ws: Path, registered: dict) -> dict:
+    """Move the alias the gate's verdict says (recorded in the history) and mark the version
+    finalised; until then it is `pending`, and a run killed here is finished by the next one."""
+    p = params_mod.load(ws / "params.yaml")
+    verdict = read_json(ws / "reports/gate.json")
+    with chdir(ws):
+        result = history.apply_verdict(p.registry, registered["version"], verdict,
+                                       by=f"nightly flow run {_flow_run_id()}")
+    get_run_logger().info("version %s: %s", registered["version"], result["reason"])
+    return {**registered, **result}
 
 
 @task(name="model-drift", retries=2, retry_delay_seconds=10)
@@ -283,6 +295,7 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         summary["accounting"] = accounting(ws, pulled["pulled"])
         versioned = step("version", version, ws, day)
         registered = step("register", register, ws, day, pinned["parent_version"], versioned)
+        registered = step("apply_verdict", apply_verdict, ws, registered)
         summary.update(status="succeeded", version=registered["version"],
                        promoted=registered["promoted"], alias=registered["alias"],
                        reason=registered["reason"], git_commit=versioned["git_commit"],
