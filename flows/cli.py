@@ -243,7 +243,12 @@ def _default_params() -> params_mod.Params:
 
 def print_summary(s: dict) -> None:
     if s.get("status") == "already_done":
-        print(f"cycle {s['cycle']}: already done (version {s['version']})")
+        print(f"cycle {s['cycle']}: already done (version {s['version']}); nothing changed")
+        return
+    if s.get("status") == "finished_interrupted":
+        print(f"cycle {s['cycle']}: version {s['version']} was registered by a run that was "
+              f"interrupted before its alias move; finished now: "
+              f"{('@' + s['alias']) if s.get('alias') else 'no alias'} ({s['reason']})")
         return
     acc = s.get("accounting") or {}
     ev = s.get("eval") or {}

@@ -3,12 +3,24 @@
 The flow only orchestrates. Stages live in pipelines/ and run through `dvc repro <stage>`, so DVC
 decides what is up to date and records dvc.lock; Prefect adds the schedule, retries on I/O, logs
 and the UI. Ingest and register are the two side effects outside the DVC DAG.
+
+Crash safety: a cycle killed at any point (SIGKILL, the machine going down) is finished by the
+next run. Ingest commits its snapshot and watermark together, so the same date re-run reuses
+the snapshot; DVC re-runs only the stages whose outputs were not recorded; the version step makes
+no second commit; a version registered but killed before its alias move is marked `pending` in
+the registry and its verdict is applied by the next run, whatever its date (recover_interrupted).
+
+Test hook: NIGHTSHIFT_CRASH_AFTER=<step> (a step name of `nightly`, e.g. `version` or
+`register`) makes the flow SIGKILL its own process right after that step, so tests can leave
+the exact state a crash there leaves. Production never sets it; nightshift never does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import signal
 import time
 from contextlib import chdir
 from pathlib import Path
@@ -26,6 +38,7 @@ from pipelines.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 
+CRASH_AFTER_ENV = "NIGHTSHIFT_CRASH_AFTER"  # test hook only: see the module docstring
 # The DAG in two parts: the data stages run for every night with records; the model stages only
 # when the night brings at least nightly.min_new_examples learnable examples.
 DATA_STAGES = ["redact", "validate", "dataset"]
@@ -84,8 +97,12 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
             log.warning("ingest attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
         raise ingest_stage.SourceError(f"{exc} (attempt {attempt} of {attempts})") from exc
     wsp.dvc(ws, "add", "-q", metrics["snapshot"])
-    log.info("ingest: %d records pulled for %s (watermark %s)",
-             metrics["pulled"], date, metrics["watermark"])
+    if metrics["reused_snapshot"]:
+        log.info("ingest: %s was pulled by an earlier run (%d records): reused, nothing pulled "
+                 "again (watermark %s)", metrics["snapshot"], metrics["pulled"], metrics["watermark"])
+    else:
+        log.info("ingest: %d records pulled for %s (watermark %s)",
+                 metrics["pulled"], date, metrics["watermark"])
     if metrics.get("future_records"):
         log.warning("ingest: %d records in the source are stamped in the future; they stay there "
                     "until their night (check the logging clock upstream)", metrics["future_records"])
@@ -180,10 +197,22 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("reports/drift.json"), Path("reports/drift.html"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
-        result.update(history.apply_verdict(p.registry, result["version"], verdict,
-                                            by=f"nightly flow run {lineage['flow_run_id']}"))
-    get_run_logger().info("registered version %s: %s", result["version"], result["reason"])
+    get_run_logger().info("registered version %s (gate %s)", result["version"],
+                          "passed" if verdict["passed"] else "rejected")
     return result
+
+
+@task(name="apply-verdict")
+def apply_verdict(ws: Path, registered: dict) -> dict:
+    """Move the alias the gate's verdict says (recorded in the history) and mark the version
+    finalised; until then it is `pending`, and a run killed here is finished by the next one."""
+    p = params_mod.load(ws / "params.yaml")
+    verdict = read_json(ws / "reports/gate.json")
+    with chdir(ws):
+        result = history.apply_verdict(p.registry, registered["version"], verdict,
+                                       by=f"nightly flow run {_flow_run_id()}")
+    get_run_logger().info("version %s: %s", registered["version"], result["reason"])
+    return {**registered, **result}
 
 
 @task(name="model-drift")
@@ -209,6 +238,22 @@ def notify(summary: dict, p: params_mod.Params) -> bool:
     if sent:
         get_run_logger().info("alert sent to %d channel(s)", len(notify_stage.alert_urls()))
     return sent
+
+
+def recover_interrupted(ws: Path, p: params_mod.Params) -> dict:
+    """Clean up after a run of any date that was killed: DVC's stale locks, and versions
+    registered whose alias move never happened (their verdict is applied now, recorded once)."""
+    log = get_run_logger()
+    stale = wsp.clear_stale_dvc_locks(ws)
+    for entry in stale:
+        log.warning("a killed run left a DVC lock: %s; removed it (its process is gone)", entry)
+    with chdir(ws):
+        finished = history.finish_pending(
+            p.registry, by=f"nightly flow run {_flow_run_id()}, finishing an interrupted run")
+    for f in finished:
+        log.warning("version %s (cycle %s) was registered by a run killed before its alias move; "
+                    "verdict applied now: %s", f["version"], f["cycle"], f["reason"])
+    return {"stale_locks": stale, "finished_versions": finished}
 
 
 def accounting(ws: Path, pulled: int) -> dict:
@@ -258,10 +303,18 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
 def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> dict:
     """The body of one cycle, run while the workspace's lock is held."""
     log = get_run_logger()
+    recovered = recover_interrupted(ws, p)
     with chdir(ws):
         existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if existing:
-        log.info("cycle %s is already registered as version %s: nothing to do", day, existing)
+        finished = [f for f in recovered["finished_versions"] if f["version"] == existing]
+        if finished:
+            log.info("cycle %s was registered as version %s by a run that was interrupted; its "
+                     "verdict is applied now: %s", day, existing, finished[0]["reason"])
+            return {"cycle": day.isoformat(), "status": "finished_interrupted",
+                    "version": existing, **{k: finished[0][k] for k in ("alias", "promoted", "reason")}}
+        log.info("cycle %s is already registered as version %s: nothing to do, nothing changed",
+                 day, existing)
         return {"cycle": day.isoformat(), "status": "already_done", "version": existing}
 
     summary: dict = {"cycle": day.isoformat(), "status": "running", "timings": {},
@@ -272,6 +325,9 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
         started = time.time()
         result = fn(*args)
         summary["timings"][name] = round(time.time() - started, 1)
+        if os.environ.get(CRASH_AFTER_ENV) == name:
+            log.warning("%s=%s: killing this process (SIGKILL), as a crash would", CRASH_AFTER_ENV, name)
+            os.kill(os.getpid(), signal.SIGKILL)
         return result
 
     version_with_retries = version.with_options(
@@ -290,6 +346,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
                                                   retry_delay_seconds=p.ingest.retry_delays() or 0)
         pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
+        summary["reused_snapshot"] = pulled["reused_snapshot"]
         if pulled["pulled"] == 0:
             # Nothing new: no stage has anything to do. The empty snapshot is still versioned.
             summary["accounting"] = {"pulled": 0, "clean": 0, "quarantined": 0, "duplicates": 0,
@@ -310,6 +367,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
             step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
         versioned = step("version", version_with_retries, ws, day)
         registered = step("register", register, ws, day, pinned["parent_version"], versioned)
+        registered = step("apply_verdict", apply_verdict, ws, registered)
         summary.update(status="succeeded", version=registered["version"],
                        promoted=registered["promoted"], alias=registered["alias"],
                        reason=registered["reason"], git_commit=versioned["git_commit"],

@@ -5,6 +5,7 @@ init DIR` makes another (the demo runs in one, so it never commits into the code
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,6 +74,49 @@ def dvc(ws: Path, *args: str, log=None) -> str:
 
 def git(ws: Path, *args: str, log=None) -> str:
     return run_command(["git", *args], ws, log)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def clear_stale_dvc_locks(ws: Path) -> list[str]:
+    """Drop the entries of DVC's .dvc/tmp/rwlock whose process is gone: a killed `dvc repro`
+    leaves the paths it read and wrote locked under its pid. DVC 3.x drops such an entry itself
+    (with a warning) when a later command wants an overlapping path; doing it for every path at
+    the start of a cycle says it once in the cycle's log and leaves none behind for paths the
+    rerun does not touch. Entries of live processes stay. Returns what was removed, as
+    "PATH (pid N: CMD)".
+    """
+    path = ws / ".dvc/tmp/rwlock"
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return []
+    removed: list[str] = []
+    write = {}
+    for out, holder in info.get("write", {}).items():
+        if _alive(holder["pid"]):
+            write[out] = holder
+        else:
+            removed.append(f"{out} (pid {holder['pid']}: {holder['cmd']})")
+    read = {}
+    for out, holders in info.get("read", {}).items():
+        kept = [h for h in holders if _alive(h["pid"])]
+        removed += [f"{out} (pid {h['pid']}: {h['cmd']})" for h in holders if h not in kept]
+        if kept:
+            read[out] = kept
+    if removed:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"write": write, "read": read}))
+        tmp.replace(path)
+    return removed
 
 
 def is_workspace(path: Path) -> bool:

@@ -138,16 +138,45 @@ def promote(p: params_mod.RegistryParams, version: str, why: str, by: str | None
 
 def apply_verdict(p: params_mod.RegistryParams, version: str, verdict: dict, by: str) -> dict:
     """The gate's verdict as an alias move: @champion if it passed and auto-promotion is on,
-    @challenger if a person should decide, none if it failed. Returns alias, promoted, reason."""
+    @challenger if a person should decide, none if it failed. Returns alias, promoted, reason.
+
+    Then the version is marked finalised (registry FINALISED tag). Applying it again moves
+    nothing and records nothing twice, so a run killed between the move and the mark is
+    finished by the next one (finish_pending).
+    """
     if not verdict["passed"]:
-        return {"alias": None, "promoted": False,
-                "reason": "gate rejected: " + "; ".join(verdict["reasons"])}
-    if p.auto_promote:
-        alias, reason = reg.CHAMPION, "gate passed, auto-promotion on"
+        result = {"alias": None, "promoted": False,
+                  "reason": "gate rejected: " + "; ".join(verdict["reasons"])}
     else:
-        alias, reason = reg.CHALLENGER, "gate passed, waiting for a person (registry.auto_promote: false)"
-    move_alias(p, alias, version, "pipeline", by, reason)
-    return {"alias": alias, "promoted": alias == reg.CHAMPION, "reason": reason}
+        if p.auto_promote:
+            alias, reason = reg.CHAMPION, "gate passed, auto-promotion on"
+        else:
+            alias, reason = reg.CHALLENGER, "gate passed, waiting for a person (registry.auto_promote: false)"
+        c = reg.client(p)
+        _, live = _sync(p, c)
+        current = live.get(alias)
+        if current is not None and int(current) > int(version):
+            # A later version already holds the alias (a later cycle, or a person): moving it
+            # back to this one would undo newer work.
+            result = {"alias": None, "promoted": False,
+                      "reason": f"gate passed, but @{alias} already points to the newer version "
+                                f"{current}; left there"}
+        else:
+            move_alias(p, alias, version, "pipeline", by, reason)
+            result = {"alias": alias, "promoted": alias == reg.CHAMPION, "reason": reason}
+    reg.mark_finalised(p, version, result["reason"])
+    return result
+
+
+def finish_pending(p: params_mod.RegistryParams, by: str) -> list[dict]:
+    """Apply the verdict of every version registered by a run that stopped before its alias
+    move (killed, or the machine went down), oldest first. Returns what was done per version."""
+    finished = []
+    for pending in reg.pending_versions(p):
+        verdict = {"passed": pending["passed"], "reasons": pending["reasons"]}
+        result = apply_verdict(p, pending["version"], verdict, by)
+        finished.append({"version": pending["version"], "cycle": pending["cycle"], **result})
+    return finished
 
 
 def champion_stack(moves: list[AliasMove]) -> list[str]:

@@ -20,6 +20,11 @@ from pipelines import params as params_mod
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG = "nightshift."  # prefix of every tag nightshift writes
+# A version is created with this tag "pending" and set to "done" once the gate's verdict has
+# been applied to the aliases (history.apply_verdict): a run killed in between leaves "pending",
+# which the next run finishes (history.finish_pending). Versions without the tag predate it.
+FINALISED = TAG + "finalised"
+PENDING, DONE = "pending", "done"
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,29 @@ def find_version_for_cycle(p: params_mod.RegistryParams, cycle: str) -> str | No
     return str(max(int(v.version) for v in versions)) if versions else None
 
 
+def pending_versions(p: params_mod.RegistryParams) -> list[dict]:
+    """Versions registered but whose verdict has not reached the aliases yet, oldest first:
+    each {"version", "cycle", "passed", "reasons"} from the tags it was registered with."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        versions = c.search_model_versions(f"name = '{p.model_name}' and tag.`{FINALISED}` = '{PENDING}'")
+    except MlflowException:
+        return []
+    return [{"version": str(v.version), "cycle": v.tags.get(f"{TAG}cycle"),
+             "passed": v.tags.get(f"{TAG}gate") == "passed",
+             "reasons": json.loads(v.tags.get(f"{TAG}gate_reasons") or "[]")}
+            for v in sorted(versions, key=lambda v: int(v.version))]
+
+
+def mark_finalised(p: params_mod.RegistryParams, version: str, decision: str) -> None:
+    """Record that the verdict of `version` has been applied, and what was decided."""
+    c = client(p)
+    c.set_model_version_tag(p.model_name, str(version), f"{TAG}alias_decision", decision)
+    c.set_model_version_tag(p.model_name, str(version), FINALISED, DONE)
+
+
 def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lineage: dict,
              metrics: dict, params_flat: dict, artifacts: list[Path], verdict: dict) -> dict:
     """Log the adapter as a run and register it as a version with lineage and verdict tags.
@@ -140,6 +168,7 @@ def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lin
     tags = {f"{TAG}{k}": str(v) for k, v in lineage.items()}
     tags[f"{TAG}gate"] = "passed" if verdict["passed"] else "rejected"
     tags[f"{TAG}gate_reasons"] = json.dumps(verdict["reasons"])
+    tags[FINALISED] = PENDING  # in the same call that creates it: no version without the mark
     mv = c.create_model_version(p.model_name, source=source, run_id=run_id, tags=tags,
                                 description=f"cycle {lineage.get('cycle')}: " + "; ".join(verdict["reasons"]))
     return {"version": str(mv.version), "run_id": run_id}
