@@ -25,6 +25,7 @@ import yaml
 from flows import workspace as wsp
 from pipelines import params as params_mod
 from pipelines import sample_logs
+from pipelines import train as train_stage
 from registry import history
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params
@@ -38,7 +39,8 @@ CYCLE_TIMEOUT = 600
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     ws = wsp.init(tmp_path_factory.mktemp("crash") / "workspace")
-    write_tiny_params(ws / "params.yaml", **{"drift.min_records": 20})
+    # A checkpoint every 2 steps, so that the kill in training comes after one was saved.
+    write_tiny_params(ws / "params.yaml", **{"drift.min_records": 20, "train.checkpoint_steps": 2})
     sample_logs.generate(ws / "logs", dt.date.fromisoformat(NIGHT_ONE), 2, 40, seed=7, topic_shift=0.8)
     return ws
 
@@ -161,18 +163,20 @@ def state_of(ws: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def night_one_killed_in_training(ws, cli_env) -> dict:
-    """Night one, SIGKILLed as soon as the train stage logs its first step, then run again."""
+    """Night one, SIGKILLed in training once a complete checkpoint is saved, then run again."""
     proc = start_cycle(ws, NIGHT_ONE, cli_env)
     seen: list[str] = []
+    checkpoints = ws / "models/checkpoints"
     try:
         for line in proc.stdout:
             seen.append(line)
-            if "train: step" in line:
+            if list(checkpoints.glob(f"*/checkpoint-*/{train_stage.CHECKPOINT_COMPLETE}")):
                 break
     finally:
         kill_group(proc)
     output = "".join(seen)
     assert "train: step" in output, f"the cycle never got to train:\n{output[-3000:]}"
+    assert list(checkpoints.glob("*/checkpoint-*")), "killed before training saved a checkpoint"
     left = {
         "dvc_lock_stages": set(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]),
         "snapshot": (ws / f"data/raw/{NIGHT_ONE}.jsonl").read_bytes(),
@@ -219,9 +223,11 @@ def test_a_cycle_killed_in_training_is_finished_by_the_next_run_with_nothing_twi
     run_cached = {hashlib.md5((ws / path).read_bytes()).hexdigest() for path in uncached_outputs(ws)
                   if (ws / path).is_file()}
     assert referenced <= objects(ws / ".dvc/cache") <= referenced | run_cached
-    # Whether training resumed from a checkpoint or started over, the adapter is complete.
+    # Training resumed from the killed run's checkpoint rather than starting over, and finished.
     train = json.loads((ws / "reports/train.json").read_text())
-    assert train.get("resumed_from_step") is None or isinstance(train["resumed_from_step"], int)
+    assert train["resumed_from_step"] > 0
+    assert "train: resuming from" in night_one_killed_in_training["rerun"]
+    assert not list((ws / "models/checkpoints").glob("*/checkpoint-*"))  # deleted once finished
     assert (ws / "models/candidate/adapter_model.safetensors").exists()
 
 
