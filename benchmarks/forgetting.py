@@ -1,8 +1,10 @@
 """Forgetting across continual cycles: replay against no replay and against full retraining.
 
-A sequence of cycles whose topics shift completely (cycle k's logs are all about one topic of the
-sample generator, every template of it, the next cycle another topic) is learned three ways from
-the same tiny base model, each cycle continuing from the arm's previous adapter:
+A sequence of cycles whose topics shift completely is learned three ways from the same tiny base
+model, each cycle continuing from the arm's previous adapter. Cycle k's logs are all about one
+counter of a store that has issued new codes (DEPARTMENTS): keys no other cycle names and an
+answer of its own, with a code per key, to questions every cycle asks the same ways. Learning a
+counter thus overwrites what the earlier ones taught, unless they are replayed. The arms:
 
 - replay: the dataset stage's real mix (params.yaml `replay`: the stratified buffer and the anchor
   training set), as a nightly cycle trains;
@@ -21,7 +23,7 @@ cycle's held-out records and on the anchor eval set (data/anchor/anchor.jsonl). 
 - train_seconds: wall time of all the arm's `train.run` calls;
 - anchor_loss_increase_pct: anchor eval loss after the final cycle against the base model's.
 
-The records are the sample generator's, not redacted (forgetting, not privacy, is measured here).
+The records are generated here and hold no personal data (forgetting, not privacy, is measured).
 Writes benchmarks/results/forgetting.json and forgetting.png (old-data and anchor loss per cycle).
 
     python benchmarks/forgetting.py [--cycles 6] [--records-per-cycle 200]
@@ -53,15 +55,66 @@ ARMS = ("replay", "no_replay", "full_retrain")
 START = dt.date(2026, 2, 2)
 
 
+# Each cycle is one counter of the store that has just issued new codes: its own keys (words no
+# other cycle names: products, devices, plans, months, weekdays, cities) and its own answer, with a
+# code per key that only this counter's conversations teach. Keys and answers use words the base
+# model knows from its pre-training corpus, so a cycle's loss falls to what is left to learn: the
+# answer and the codes. The questions are asked the same ways in every cycle, so learning the new
+# counter pulls every answer towards it: unless the earlier ones are replayed, their answers are
+# overwritten. (The sample logs' topics share the store's language and answers: learning one
+# lowered the loss on the others, and no arm visibly forgot.)
+DEPARTMENTS: dict[str, tuple[list[str], str]] = {
+    "products": (sample_logs.PRODUCTS,
+                 "Hi {first}! The code for the {item} is {code}. Please use it at checkout."),
+    "devices": (sample_logs.DEVICES,
+                "Hi {first}, for your {item} the code is {code}; enter it under Settings."),
+    "plans": (sample_logs.PLANS, "{first}, the {item} plan code is {code}. It is valid for 30 days."),
+    "months": (["January", "February", "March", "April", "May", "June"],
+               "The {item} invoice code is {code}, {first}. It shows on your statement."),
+    "weekdays": (["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"],
+                 "For {item} delivery use code {code}, {first}. The carrier will confirm."),
+    "cities": (sample_logs.CITIES, "{first}, our {item} store uses code {code}. Drop the parcel there."),
+}
+QUESTIONS = ["Hi, I'm {name}. What is the code for {item}?", "{name} here. Which code do I need for {item}?",
+             "Hello, this is {name}. Please tell me the code for {item}.",
+             "What code goes with {item}? I'm {name}."]
+
+
 def cycle_topic(index: int) -> str:
-    return sample_logs.TOPICS[index % len(sample_logs.TOPICS)]
+    return list(DEPARTMENTS)[index % len(DEPARTMENTS)]
+
+
+def item_codes(seed: int, department: str) -> dict[str, str]:
+    """The code of each of the counter's keys: fixed per key (a letter and a number)."""
+    rng = random.Random(f"forgetting-codes-{seed}-{department}")
+    return {item: f"{rng.choice('ABCDEFGHJKLMN')}{rng.randint(1, 30)}"
+            for item in DEPARTMENTS[department][0]}
 
 
 def cycle_records(seed: int, index: int, n: int) -> list[dict]:
-    """One night's logs, all about one topic (every template of it): a real shift from the last."""
+    """One night's logs, all about one counter: a real shift from the last (see DEPARTMENTS)."""
     rng = random.Random(f"forgetting-{seed}-{index}")
     day = START + dt.timedelta(days=index)
-    return [sample_logs.make_record(rng, day, i, cycle_topic(index)) for i in range(n)]
+    department = cycle_topic(index)
+    items, answer = DEPARTMENTS[department]
+    codes = item_codes(seed, department)
+    records = []
+    for i in range(n):
+        first, last = rng.choice(sample_logs.FIRST_NAMES), rng.choice(sample_logs.LAST_NAMES)
+        item = rng.choice(items)
+        ts = dt.datetime.combine(day, dt.time(), dt.timezone.utc) + dt.timedelta(seconds=rng.randint(0, 86399))
+        records.append({
+            "id": f"{day.isoformat()}-{i:05d}",
+            "timestamp": ts.isoformat().replace("+00:00", "Z"),
+            "messages": [
+                {"role": "system", "content": sample_logs.SYSTEM_PROMPT},
+                {"role": "user", "content": rng.choice(QUESTIONS).format(name=f"{first} {last}", item=item)},
+                {"role": "assistant", "content": answer.format(first=first, item=item, code=codes[item])},
+            ],
+            "feedback": rng.choice(["up", None]),
+            "metadata": {"topic": department, "channel": "app"},
+        })
+    return records
 
 
 def scorer(p: params_mod.Params, base: str):
@@ -85,8 +138,9 @@ def pct(new: float, old: float) -> float:
     return round((new - old) / old * 100, 2)
 
 
-def summarise(losses: list[list[float]], anchor: list[float], seconds: float) -> dict:
-    """losses[r][j]: loss on cycle j's held-out data after r cycles (row 0: the base model)."""
+def summarise(losses: list[list[float]], anchor: list[float], seconds: list[float]) -> dict:
+    """losses[r][j]: loss on cycle j's held-out data after r cycles (row 0: the base model);
+    seconds[k]: the wall time of cycle k's training."""
     cycles = len(losses[0])
     gains = [-pct(losses[k + 1][k], losses[k][k]) for k in range(cycles)]
     increases = [pct(losses[cycles][j], min(losses[r][j] for r in range(j + 1, cycles + 1)))
@@ -94,7 +148,9 @@ def summarise(losses: list[list[float]], anchor: list[float], seconds: float) ->
     old_mean = [statistics.mean(losses[k + 1][:k]) if k else None for k in range(cycles)]
     return {"old_loss_increase_pct": round(statistics.mean(increases), 2) if increases else None,
             "new_loss_gain_pct": round(statistics.mean(gains), 2),
-            "train_seconds": round(seconds, 1),
+            "train_seconds": round(sum(seconds), 1),
+            "train_seconds_cumulative_per_cycle": [round(sum(seconds[:k + 1]), 1)
+                                                   for k in range(len(seconds))],
             "anchor_loss_increase_pct": pct(anchor[-1], anchor[0]),
             "old_loss_increase_pct_per_cycle": increases, "new_loss_gain_pct_per_cycle": gains,
             "old_loss_mean_per_cycle": [round(v, 5) if v is not None else None for v in old_mean],
@@ -107,18 +163,20 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (old, anchor) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (old, anchor, cost) = plt.subplots(1, 3, figsize=(16, 4))
     for arm in ARMS:
         r = results[arm]
         cycles = range(1, len(r["old_loss_mean_per_cycle"]) + 1)
         old.plot(list(cycles)[1:], r["old_loss_mean_per_cycle"][1:], marker="o", label=arm)
         anchor.plot(range(len(r["anchor_loss_per_cycle"])), r["anchor_loss_per_cycle"], marker="o",
                     label=arm)
+        cost.plot(list(cycles), r["train_seconds_cumulative_per_cycle"], marker="o", label=arm)
     old.set(title="Earlier cycles' held-out data", xlabel="after cycle",
             ylabel="mean eval loss (assistant tokens)")
     anchor.set(title="Anchor eval set (base model's kind)", xlabel="after cycle (0 = base model)",
                ylabel="eval loss")
-    for ax in (old, anchor):
+    cost.set(title="Training time so far", xlabel="after cycle", ylabel="seconds (cumulative)")
+    for ax in (old, anchor, cost):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -160,7 +218,7 @@ def run(p: params_mod.Params, cycles: int, records_per_cycle: int, eval_fraction
     for arm in ARMS:
         losses = [[base_scores[f"cycle{j}"] for j in range(cycles)]]
         anchor = [base_scores["anchor"]]
-        parent, buffer, seconds, examples = no_adapter, empty, 0.0, []
+        parent, buffer, seconds, examples = no_adapter, empty, [], []
         for k in range(cycles):
             cycle = (START + dt.timedelta(days=k)).isoformat()
             out = work / arm / f"cycle{k}"
@@ -177,7 +235,7 @@ def run(p: params_mod.Params, cycles: int, records_per_cycle: int, eval_fraction
                 write_jsonl(train_file, [r for f in new_train_files[:k + 1] for r in read_jsonl(f)])
             started = time.time()
             metrics = train.run(p.train, base, p.seed, parent, train_file, out / "adapter")
-            seconds += time.time() - started
+            seconds.append(time.time() - started)
             examples.append(metrics["examples"])
             if arm != "full_retrain":
                 parent = out / "adapter"
@@ -185,8 +243,8 @@ def run(p: params_mod.Params, cycles: int, records_per_cycle: int, eval_fraction
             losses.append([scores[f"cycle{j}"] for j in range(cycles)])
             anchor.append(scores["anchor"])
             earlier = statistics.mean(losses[-1][:k]) if k else float("nan")
-            print(f"forgetting: {arm} cycle {k + 1}/{cycles}: {metrics['examples']} examples in "
-                  f"{time.time() - started:.0f} s; loss on this cycle {losses[k][k]:.3f} -> "
+            print(f"forgetting: {arm} cycle {k + 1}/{cycles}: {metrics['examples']} examples trained in "
+                  f"{seconds[-1]:.0f} s; loss on this cycle {losses[k][k]:.3f} -> "
                   f"{losses[-1][k]:.3f}, on earlier cycles {earlier:.3f}, anchor {anchor[-1]:.3f}",
                   flush=True)
         results[arm] = summarise(losses, anchor, seconds) | {"train_examples_per_cycle": examples}
@@ -218,7 +276,16 @@ def main(argv: list[str] | None = None) -> dict:
                         help="a base model path; default: build the tiny default one from params")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/forgetting.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/forgetting.png")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw --plot from the results already in --out (no training)")
     args = parser.parse_args(argv)
+    if args.replot:
+        if not args.out.exists():
+            parser.error(f"--replot needs the results of a run: {args.out} does not exist")
+        results = json.loads(args.out.read_text())
+        plot(results, args.plot)
+        print(f"forgetting: redrew {args.plot} from {args.out}")
+        return results
     if args.cycles < 2:
         parser.error("--cycles must be at least 2: forgetting needs an earlier cycle to forget")
     p = params_mod.load(args.params)
