@@ -74,10 +74,12 @@ def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp
     subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
     assert not (clone / "data/raw/2026-01-05.jsonl").exists()
     # The default remote, as on a new machine; the .dvc files (no stage of dvc.yaml has run here).
-    fetched = wsp.dvc(clone, "pull", *(str(f.relative_to(clone)) for f in clone.rglob("*.jsonl.dvc")))
-    assert "3 files fetched" in fetched
-    assert (clone / "data/raw/2026-01-05.jsonl").read_bytes() == snapshot.read_bytes()
-    assert (clone / "data/golden/golden.jsonl").read_bytes() == (ws / "data/golden/golden.jsonl").read_bytes()
+    tracked = sorted(clone.rglob("*.jsonl.dvc"))
+    fetched = wsp.dvc(clone, "pull", *(str(f.relative_to(clone)) for f in tracked))
+    assert f"{len(tracked)} files fetched" in fetched
+    for dvc_file in tracked:  # every tracked file came back from S3 byte for byte
+        data = dvc_file.with_suffix("")
+        assert data.read_bytes() == (ws / data.relative_to(clone)).read_bytes(), data
 
 
 def test_an_endpoint_without_a_bucket_is_a_clear_error(params, replace):
