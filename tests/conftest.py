@@ -3,7 +3,9 @@ on loopback: a private PostgreSQL (Debian's binaries) and `mlflow server` on SQL
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -63,6 +65,18 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False here")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+def write_training_records(path: Path, seed: int, day: str, count: int = 48) -> Path:
+    """`count` sample support dialogues of one day, the six topics in turn: a training file."""
+    from pipelines import sample_logs
+    from pipelines.records import write_jsonl
+
+    rng = random.Random(seed)
+    write_jsonl(path, [sample_logs.make_record(rng, dt.date.fromisoformat(day), i,
+                                               sample_logs.TOPICS[i % len(sample_logs.TOPICS)])
+                       for i in range(count)])
+    return path
 
 
 @pytest.fixture(scope="session")

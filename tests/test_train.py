@@ -1,25 +1,18 @@
 """Training really trains: a tiny base model, QLoRA on the CPU, checked on the saved adapters."""
 
 import dataclasses
-import datetime as dt
 import json
-import random
 
 import pytest
 from safetensors.torch import load_file
 
-from pipelines import sample_logs, train
-from pipelines.records import write_jsonl
+from pipelines import train
+from tests.conftest import write_training_records
 
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):
-    rng = random.Random(0)
-    records = [sample_logs.make_record(rng, dt.date(2026, 1, 5), i, sample_logs.TOPICS[i % 6])
-               for i in range(48)]
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    write_jsonl(path, records)
-    return path
+    return write_training_records(tmp_path_factory.mktemp("data") / "train.jsonl", 0, "2026-01-05")
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,8 @@
 uninterrupted run writes, and never resumes a checkpoint of other inputs."""
 
 import dataclasses
-import datetime as dt
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,9 +12,8 @@ import time
 import pytest
 
 from flows import workspace
-from pipelines import sample_logs, train
-from pipelines.records import write_jsonl
-from tests.conftest import ROOT, write_tiny_params
+from pipelines import train
+from tests.conftest import ROOT, write_tiny_params, write_training_records
 
 # 48 examples, 8 per step, 2 epochs: 12 steps, a checkpoint every 2: the first one appears
 # after a sixth of the run, leaving the kill ten steps to land in; the resumed run crosses an
@@ -26,12 +23,7 @@ EPOCHS, CHECKPOINT_STEPS = 2, 2
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):
-    rng = random.Random(1)
-    records = [sample_logs.make_record(rng, dt.date(2026, 1, 6), i, sample_logs.TOPICS[i % 6])
-               for i in range(48)]
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    write_jsonl(path, records)
-    return path
+    return write_training_records(tmp_path_factory.mktemp("data") / "train.jsonl", 1, "2026-01-06")
 
 
 @pytest.fixture(scope="module")
