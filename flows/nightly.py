@@ -91,7 +91,7 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
     attempt, attempts = task_run.run_count or 1, p.ingest.retries + 1
     try:
         with chdir(ws):
-            metrics = ingest_stage.run(source, date, log=log.info)
+            metrics = ingest_stage.run(source, date, log=log.info, timezone=p.schedule.timezone)
     except ingest_stage.SourceError as exc:
         if attempt < attempts:
             log.warning("ingest attempt %d of %d failed, retrying: %s", attempt, attempts, exc)

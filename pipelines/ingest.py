@@ -15,7 +15,8 @@ The rules that keep the watermark honest:
   - All or nothing. A source that fails, vanishes or is truncated while being read leaves no
     snapshot and does not move the watermark; the cycle fails and the next attempt reads again.
   - A cycle pulls records stamped after the watermark and before the end of its day (midnight
-    UTC, which belongs to the next day) or the present, whichever is earlier. A record stamped in the future stays in the source until
+    on the clock of schedule.timezone, the clock that names the night; midnight belongs to the
+    next day) or the present, whichever is earlier. A record stamped in the future stays in the source until
     its night comes (counted as `future_records`), so a wrong clock upstream can never push the
     watermark past records that have not been written yet.
   - Order does not matter: every record in the window is pulled, whatever its place in the file.
@@ -38,6 +39,7 @@ import hashlib
 import json
 import os
 import sys
+import zoneinfo
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -284,13 +286,16 @@ def _finish_interrupted_commit(pending: Path, watermark_file: Path, raw_dir: Pat
 
 def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
         watermark_file: Path = WATERMARK_FILE, cycle_file: Path = CYCLE_FILE,
-        now: dt.datetime | None = None, log: Callable[[str], None] | None = None) -> dict:
+        now: dt.datetime | None = None, log: Callable[[str], None] | None = None,
+        timezone: str = "UTC") -> dict:
     """Pull one cycle's records and pin them as the cycle's snapshot.
 
     Args:
         source: where the log lives (params.yaml `source`).
         date: the day whose interactions this cycle learns from.
         now: the present (default: the clock); nothing stamped later is pulled.
+        timezone: the IANA time zone whose midnight ends `date` (params.yaml schedule.timezone,
+            the clock a scheduled run names its night by).
         log: receives a progress line every source.chunk_rows records.
     Returns:
         metrics: pulled count, snapshot path, watermark before and after, reused or not, records
@@ -311,7 +316,8 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
                 "reused_snapshot": True, "watermark": iso(watermark)}
 
     now = now or dt.datetime.now(dt.timezone.utc)
-    cutoff = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    day_end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=zoneinfo.ZoneInfo(timezone))
+    cutoff = day_end.astimezone(dt.timezone.utc)
     until = min(cutoff, now)
     ledger = dict(state.get("files", {}))
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -395,8 +401,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
-        metrics = run(params_mod.load(args.params).source, args.date,
-                      log=lambda line: print(line, file=sys.stderr))
+        p = params_mod.load(args.params)
+        metrics = run(p.source, args.date, log=lambda line: print(line, file=sys.stderr),
+                      timezone=p.schedule.timezone)
     except SourceError as exc:
         sys.exit(f"ingest failed: {exc}")
     print(json.dumps(metrics, indent=2))

@@ -209,6 +209,20 @@ def test_future_timestamps_stay_in_the_source_and_never_move_the_watermark_past_
     assert next_night["watermark"] == "2026-01-06T18:00:00Z"
 
 
+def test_the_night_ends_at_midnight_on_the_schedules_clock_not_utc(tmp_path):
+    # 23:30 in New York on 6 January is 04:30 UTC on the 7th: New York's night of the 6th.
+    folder = tmp_path / "logs"
+    write_lines(folder / "log.jsonl", [chat(1, "2026-01-06T15:00:00Z"), chat(2, "2026-01-07T04:30:00Z"),
+                                       chat(3, "2026-01-07T05:30:00Z")])  # 00:30 on the 7th there
+    source = SourceParams(str(folder), "interactions", 1000)
+    later = dt.datetime(2026, 1, 9, tzinfo=dt.timezone.utc)
+    for zone, night in (("America/New_York", ["c1", "c2"]), ("UTC", ["c1"])):
+        root = tmp_path / zone.replace("/", "-")
+        ingest.run(source, DAY2, now=later, timezone=zone, raw_dir=root / "data/raw",
+                   watermark_file=root / "data/watermark.json", cycle_file=root / "data/cycle.yaml")
+        assert snapshot_ids(root, DAY2.isoformat()) == night, zone
+
+
 def test_out_of_order_timestamps_across_files_skip_nothing_and_pull_nothing_twice(tmp_path):
     import random
 
