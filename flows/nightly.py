@@ -197,8 +197,12 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("reports/drift.json"), Path("reports/drift.html"),
              Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
-    get_run_logger().info("registered version %s (gate %s)", result["version"],
-                          "passed" if verdict["passed"] else "rejected")
+    log = get_run_logger()
+    for run_id in result["deleted_orphan_runs"]:
+        log.warning("run %s of cycle %s was logged by a register killed before it created the "
+                    "version; deleted it (restorable among the MLflow UI's deleted runs)", run_id, date)
+    log.info("registered version %s (gate %s)", result["version"],
+             "passed" if verdict["passed"] else "rejected")
     return result
 
 
@@ -247,13 +251,17 @@ def recover_interrupted(ws: Path, p: params_mod.Params) -> dict:
     stale = wsp.clear_stale_dvc_locks(ws)
     for entry in stale:
         log.warning("a killed run left a DVC lock: %s; removed it (its process is gone)", entry)
+    git_lock = wsp.clear_stale_git_lock(ws)
+    if git_lock:
+        log.warning("a killed run left git's %s and no git process is running here; removed it",
+                    git_lock)
     with chdir(ws):
         finished = history.finish_pending(
             p.registry, by=f"nightly flow run {_flow_run_id()}, finishing an interrupted run")
     for f in finished:
         log.warning("version %s (cycle %s) was registered by a run killed before its alias move; "
                     "verdict applied now: %s", f["version"], f["cycle"], f["reason"])
-    return {"stale_locks": stale, "finished_versions": finished}
+    return {"stale_locks": stale + ([git_lock] if git_lock else []), "finished_versions": finished}
 
 
 def accounting(ws: Path, pulled: int) -> dict:

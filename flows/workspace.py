@@ -119,6 +119,27 @@ def clear_stale_dvc_locks(ws: Path) -> list[str]:
     return removed
 
 
+def clear_stale_git_lock(ws: Path) -> str | None:
+    """Remove the workspace's .git/index.lock when no git process is running in the workspace:
+    a cycle killed during its `git add`/`git commit` leaves it, and every later git command (the
+    next cycle's commit included) then fails with "Another git process seems to be running".
+    Called while the cycle lock is held, so no other nightshift cycle is committing. Returns
+    what was removed, or None.
+    """
+    import psutil
+
+    lock = ws / ".git/index.lock"
+    if not lock.exists():
+        return None
+    root = ws.resolve()
+    for proc in psutil.process_iter(["name", "cwd"]):
+        cwd = proc.info.get("cwd")
+        if proc.info.get("name") == "git" and cwd and Path(cwd).is_relative_to(root):
+            return None  # a git command (perhaps a person's) is still at work here
+    lock.unlink(missing_ok=True)
+    return str(lock)
+
+
 def is_workspace(path: Path) -> bool:
     return (path / "params.yaml").exists() and (path / "dvc.yaml").exists()
 

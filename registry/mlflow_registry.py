@@ -140,11 +140,33 @@ def mark_finalised(p: params_mod.RegistryParams, version: str, decision: str) ->
     c.set_model_version_tag(p.model_name, str(version), FINALISED, DONE)
 
 
+def _delete_orphan_runs(c, p: params_mod.RegistryParams, experiment_id: str, cycle: str | None) -> list[str]:
+    """Delete (MLflow's soft delete: the UI can restore them) the runs of `cycle` that no
+    version was made from: a register killed between logging its run and creating the version
+    leaves one. Returns their ids."""
+    from mlflow.exceptions import MlflowException
+
+    if not cycle:
+        return []
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG}cycle` = '{cycle}'")
+    try:
+        versions = c.search_model_versions(f"name = '{p.model_name}'")
+    except MlflowException:
+        versions = []
+    used = {v.run_id for v in versions}
+    orphans = [r.info.run_id for r in runs if r.info.run_id not in used]
+    for run_id in orphans:
+        c.delete_run(run_id)
+    return orphans
+
+
 def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lineage: dict,
              metrics: dict, params_flat: dict, artifacts: list[Path], verdict: dict) -> dict:
     """Log the adapter as a run and register it as a version with lineage and verdict tags.
 
-    The alias move is history.apply_verdict's, so that it is recorded. Returns {"version", "run_id"}.
+    The alias move is history.apply_verdict's, so that it is recorded. Returns {"version",
+    "run_id", "deleted_orphan_runs"}: the last are runs of the same cycle left by a register that
+    was killed before it created their version.
     """
     import mlflow
 
@@ -152,26 +174,28 @@ def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lin
     if c.get_experiment_by_name(p.experiment) is None:
         # Artifacts beside the store, in the workspace (at scale: an S3 bucket on the server).
         c.create_experiment(p.experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
-    mlflow.set_experiment(p.experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    experiment = mlflow.set_experiment(p.experiment)
+    lineage_tags = {f"{TAG}{k}": str(v) for k, v in lineage.items()}
+    orphans = _delete_orphan_runs(c, p, experiment.experiment_id, lineage.get("cycle"))
+    # Tagged from the start: a run killed before its version exists is found by the next one.
+    with mlflow.start_run(run_name=run_name, tags=lineage_tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params_flat.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
         for path in artifacts:
             if path.exists():
                 mlflow.log_artifact(str(path), artifact_path="reports")
-        mlflow.set_tags({f"{TAG}{k}": str(v) for k, v in lineage.items()})
         run_id = run.info.run_id
         source = f"{run.info.artifact_uri}/adapter"
 
     _ensure_model(c, p.model_name)
-    tags = {f"{TAG}{k}": str(v) for k, v in lineage.items()}
+    tags = dict(lineage_tags)
     tags[f"{TAG}gate"] = "passed" if verdict["passed"] else "rejected"
     tags[f"{TAG}gate_reasons"] = json.dumps(verdict["reasons"])
     tags[FINALISED] = PENDING  # in the same call that creates it: no version without the mark
     mv = c.create_model_version(p.model_name, source=source, run_id=run_id, tags=tags,
                                 description=f"cycle {lineage.get('cycle')}: " + "; ".join(verdict["reasons"]))
-    return {"version": str(mv.version), "run_id": run_id}
+    return {"version": str(mv.version), "run_id": run_id, "deleted_orphan_runs": orphans}
 
 
 def status(p: params_mod.RegistryParams, last: int = 5) -> dict:

@@ -142,3 +142,21 @@ def test_the_server_keeps_the_registry_in_its_backend_store(workspace, mlflow_ba
         engine.dispose()
     assert engine.dialect.name == mlflow_backend_store.split(":")[0].split("+")[0]
     assert versions == [1, 2] and alias == 1
+
+
+def test_a_run_left_by_a_killed_register_is_deleted_when_the_cycle_registers(workspace):
+    tmp, p = workspace
+    register_version(p, tmp, "2026-01-05")
+    c = reg.client(p)
+    experiment_id = c.get_experiment_by_name(p.experiment).experiment_id
+    # What a register killed after logging its run leaves: a RUNNING run tagged with the cycle.
+    orphan = c.create_run(experiment_id, run_name="cycle-2026-01-06",
+                          tags={f"{reg.TAG}cycle": "2026-01-06"}).info.run_id
+
+    version = register_version(p, tmp, "2026-01-06")
+
+    assert c.get_run(orphan).info.lifecycle_stage == "deleted"
+    live = c.search_runs([experiment_id], filter_string=f"tags.`{reg.TAG}cycle` = '2026-01-06'")
+    assert [r.info.run_id for r in live] == [c.get_model_version(p.model_name, version).run_id]
+    kept = c.search_runs([experiment_id], filter_string=f"tags.`{reg.TAG}cycle` = '2026-01-05'")
+    assert len(kept) == 1  # another cycle's run, which has its version, is left alone
