@@ -95,6 +95,10 @@ class CheckpointCompleteCallback(TrainerCallback):
     optimizer, scheduler, RNG state, trainer state), so a kill while saving is never resumed from."""
 
     def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every process has written its part (its RNG state) before the mark
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
