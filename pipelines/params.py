@@ -215,6 +215,13 @@ class DriftParams:
     trend_metrics: list[str]
     trend_window: int
     max_trend_increase: float
+    trend_history: int
+
+    def __post_init__(self):
+        if self.trend_window < 1 or self.trend_history < self.trend_window:
+            raise ParamsError(f"drift.trend_history ({self.trend_history}) must be at least "
+                              f"drift.trend_window ({self.trend_window}), which must be at least 1: "
+                              "the trend compares with the passed version trend_window back")
 
 
 # transformers' SchedulerType values that need no extra arguments (written out, so that reading

@@ -219,8 +219,10 @@ def status(p: params_mod.RegistryParams, last: int = 5) -> dict:
     }
 
 
-def metric_history(p: params_mod.RegistryParams) -> list[dict]:
-    """Every version, oldest first, with its gate verdict and its run's metrics (for trends)."""
+def metric_history(p: params_mod.RegistryParams, passed_limit: int) -> list[dict]:
+    """Every version, oldest first, with its gate verdict, and the run metrics of the newest
+    `passed_limit` versions that passed the gate (for trends; {} for the others). One search for
+    the versions, then one request per version read: bounded, however long the history."""
     from mlflow.exceptions import MlflowException
 
     c = client(p)
@@ -228,8 +230,11 @@ def metric_history(p: params_mod.RegistryParams) -> list[dict]:
         versions = sorted(c.search_model_versions(f"name = '{p.model_name}'"), key=lambda v: int(v.version))
     except MlflowException:
         return []
+    passed = [v for v in versions if v.tags.get(f"{TAG}gate") == "passed" and v.run_id]
+    read = {v.version for v in passed[-passed_limit:]} if passed_limit > 0 else set()
     return [{"version": str(v.version), "cycle": v.tags.get(f"{TAG}cycle"), "gate": v.tags.get(f"{TAG}gate"),
-             "metrics": dict(c.get_run(v.run_id).data.metrics) if v.run_id else {}} for v in versions]
+             "metrics": dict(c.get_run(v.run_id).data.metrics) if v.version in read else {}}
+            for v in versions]
 
 
 def log_reports(p: params_mod.RegistryParams, run_id: str, paths: list[Path]) -> None:

@@ -160,3 +160,13 @@ def test_a_run_left_by_a_killed_register_is_deleted_when_the_cycle_registers(wor
     assert [r.info.run_id for r in live] == [c.get_model_version(p.model_name, version).run_id]
     kept = c.search_runs([experiment_id], filter_string=f"tags.`{reg.TAG}cycle` = '2026-01-05'")
     assert len(kept) == 1  # another cycle's run, which has its version, is left alone
+
+
+def test_metric_history_reads_the_metrics_of_only_the_newest_passed_versions(workspace):
+    tmp, p = workspace
+    versions = [register_version(p, tmp, f"2026-02-0{day}", passed=day != 3) for day in range(1, 6)]
+    history_ = reg.metric_history(p, passed_limit=2)
+    assert [h["version"] for h in history_] == versions  # every version, oldest first
+    read = [h["version"] for h in history_ if h["metrics"]]
+    assert read == [versions[3], versions[4]]  # the two newest that passed (the third was rejected)
+    assert history_[3]["metrics"]["eval_loss"] == 1.0
