@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -226,7 +227,7 @@ def model_drift(ws: Path, date: dt.date, registered: dict) -> dict:
     with chdir(ws):
         report = model_drift_stage.run(
             p.drift, date.isoformat(), read_json(Path("reports/eval.json")), registered["version"],
-            reg.metric_history(p.registry), Path("reports/model_drift.json"),
+            reg.metric_history(p.registry, p.drift.trend_history), Path("reports/model_drift.json"),
             Path("reports/model_drift.html"))
         reg.log_reports(p.registry, registered["run_id"],
                         [Path("reports/model_drift.json"), Path("reports/model_drift.html")])
@@ -262,6 +263,50 @@ def recover_interrupted(ws: Path, p: params_mod.Params) -> dict:
         log.warning("version %s (cycle %s) was registered by a run killed before its alias move; "
                     "verdict applied now: %s", f["version"], f["cycle"], f["reason"])
     return {"stale_locks": stale + ([git_lock] if git_lock else []), "finished_versions": finished}
+
+
+def unregistered_night(ws: Path, day: dt.date, p: params_mod.Params) -> str | None:
+    """The last night of this workspace, when it is not `day` and was versioned but never
+    registered: its cycle was killed between `version` and `register` (or register failed) and
+    the schedule moved on. Its trained candidate and reports are still what the workspace holds,
+    as the version commit recorded them, so they can be registered now, before this night's
+    stages replace them. None when there is nothing to finish.
+    """
+    import yaml
+
+    cycle_file = ws / "data/cycle.yaml"
+    last = str(yaml.safe_load(cycle_file.read_text())["cycle"]["date"]) if cycle_file.exists() else "none"
+    if last in ("none", day.isoformat()) or not (ws / ".git").exists():
+        return None
+    if read_json(ws / f"reports/cycles/{last}.json").get("status") in ("succeeded", "skipped"):
+        return None
+    if wsp.git(ws, "log", "-1", "--format=%s").strip() != f"nightshift cycle {last}":
+        return None  # not versioned (it failed earlier), or the workspace moved on since
+    if wsp.git(ws, "status", "--porcelain").strip():
+        return None
+    with chdir(ws):
+        if reg.find_version_for_cycle(p.registry, last):
+            return None
+    # The model stages ran and are recorded for exactly these files (a skipped night's are not).
+    if json.loads(wsp.dvc(ws, "status", "--json", "--with-deps", "gate") or "{}"):
+        return None
+    return last
+
+
+def finish_unregistered_night(ws: Path, day: dt.date, p: params_mod.Params) -> dict | None:
+    """Register (and apply the verdict of) the last night, if unregistered_night says it was
+    left versioned but unregistered; its lineage is the one its commit recorded."""
+    last = unregistered_night(ws, day, p)
+    if last is None:
+        return None
+    log = get_run_logger()
+    log.warning("cycle %s was versioned (commit made, data pushed) but never registered: the run "
+                "was killed or register failed; registering it now, before cycle %s", last, day)
+    versioned = {"git_commit": wsp.git(ws, "rev-parse", "HEAD").strip(),
+                 "data_version": _dvc_md5(ws / f"data/raw/{last}.jsonl.dvc")}
+    parent = read_json(ws / PARENT_DIR / "PARENT.json").get("version")
+    registered = register(ws, dt.date.fromisoformat(last), parent, versioned)
+    return {"cycle": last, **apply_verdict(ws, registered)}
 
 
 def accounting(ws: Path, pulled: int) -> dict:
@@ -312,6 +357,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
     """The body of one cycle, run while the workspace's lock is held."""
     log = get_run_logger()
     recovered = recover_interrupted(ws, p)
+    finished_night = finish_unregistered_night(ws, day, p)
     with chdir(ws):
         existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if existing:
@@ -327,6 +373,9 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
 
     summary: dict = {"cycle": day.isoformat(), "status": "running", "timings": {},
                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if finished_night:
+        summary["finished_earlier_night"] = {k: finished_night[k] for k in
+                                             ("cycle", "version", "alias", "promoted", "reason")}
 
     def step(name: str, fn, *args):
         summary["stage"] = name

@@ -5,7 +5,8 @@ tiny workspace with its real git repository, DVC cache and remote, and MLflow st
 Night one is killed while it trains; night two is killed right after `version` (data pushed,
 cycle committed, nothing registered) and then right after `register` (version registered, alias
 not moved) through the NIGHTSHIFT_CRASH_AFTER test hook (flows/nightly.py), which SIGKILLs the
-flow's own process at that point.
+flow's own process at that point. Night three is killed after `version` and never run again:
+night four registers it before learning its own.
 """
 
 import contextlib
@@ -32,7 +33,7 @@ from tests.conftest import write_tiny_params
 
 pytestmark = pytest.mark.slow
 
-NIGHT_ONE, NIGHT_TWO = "2026-01-05", "2026-01-06"
+NIGHT_ONE, NIGHT_TWO, NIGHT_THREE, NIGHT_FOUR = "2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"
 CYCLE_TIMEOUT = 600
 
 
@@ -41,7 +42,7 @@ def ws(tmp_path_factory) -> Path:
     ws = wsp.init(tmp_path_factory.mktemp("crash") / "workspace")
     # A checkpoint every 2 steps, so that the kill in training comes after one was saved.
     write_tiny_params(ws / "params.yaml", **{"drift.min_records": 20, "train.checkpoint_steps": 2})
-    sample_logs.generate(ws / "logs", dt.date.fromisoformat(NIGHT_ONE), 2, 40, seed=7, topic_shift=0.8)
+    sample_logs.generate(ws / "logs", dt.date.fromisoformat(NIGHT_ONE), 4, 40, seed=7, topic_shift=0.8)
     return ws
 
 
@@ -288,3 +289,32 @@ def test_the_same_date_run_twice_changes_nothing_the_second_time(ws, cli_env, ni
     after = state_of(ws)
     for key in before:
         assert after[key] == before[key], key
+
+
+def test_a_night_killed_after_version_and_never_rerun_is_registered_by_the_next_night(
+        ws, cli_env, night_one_killed_in_training):
+    rc, out = run_cycle(ws, NIGHT_THREE, cli_env, crash_after="version")
+    assert rc == -signal.SIGKILL, out[-3000:]
+    committed = wsp.git(ws, "rev-parse", "HEAD")
+    candidate = (ws / "models/candidate/adapter_model.safetensors").read_bytes()
+    assert versions_of(ws, NIGHT_THREE) == []
+
+    # The schedule moves on to the next night; night three is not run again.
+    rc, out = run_cycle(ws, NIGHT_FOUR, cli_env)
+    assert rc == 0, out[-5000:]
+    assert f"cycle {NIGHT_THREE} was versioned (commit made, data pushed) but never registered" in out
+    [three] = versions_of(ws, NIGHT_THREE)
+    assert three.tags["nightshift.git_commit"] == committed  # the lineage its commit recorded
+    assert three.tags["nightshift.finalised"] == "done"
+    with contextlib.chdir(ws):
+        registered = reg.download_adapter(registry(ws), three.source, ws.parent / "night-three-adapter")
+    assert (registered / "adapter_model.safetensors").read_bytes() == candidate
+    summary = json.loads((ws / f"reports/cycles/{NIGHT_FOUR}.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["finished_earlier_night"]["version"] == str(three.version)
+    [four] = versions_of(ws, NIGHT_FOUR)
+    assert int(four.version) == int(three.version) + 1
+    if three.tags["nightshift.gate"] == "passed":  # then night four learned on top of it
+        assert four.tags["nightshift.parent_version"] == str(three.version)
+    log = wsp.git(ws, "log", "--format=%s").splitlines()
+    assert log.count(f"nightshift cycle {NIGHT_THREE}") == 1 and log[0] == f"nightshift cycle {NIGHT_FOUR}"
