@@ -1,11 +1,14 @@
-"""`nightshift serve` against a real `prefect server start` on loopback: the deployment appears
-with the configured cron and time zone, a run triggered through the Prefect API is a real cycle
-on a tiny workspace and completes, riding out a DVC remote that refuses the first push; Ctrl-C
-stops serving cleanly. Without a reachable server, serve says how to start one."""
+"""`nightshift serve` against a real `prefect server start` on loopback, its database on the
+private PostgreSQL server (as docs/SCALING.md sets Prefect up past one machine; every other flow
+test runs on Prefect's own SQLite): the deployment appears with the configured cron and time
+zone, a run triggered through the Prefect API is a real cycle on a tiny workspace and completes,
+riding out a DVC remote that refuses the first push; Ctrl-C stops serving cleanly. Without a
+reachable server, serve says how to start one."""
 
 import asyncio
 import datetime as dt
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -49,25 +52,35 @@ def _stop(proc: subprocess.Popen, sig=signal.SIGTERM, wait: float = 30) -> None:
     proc.wait()
 
 
-def _prefect_env(home: Path, api_url: str | None) -> dict:
+def _prefect_env(home: Path, api_url: str | None, database_url: str | None = None) -> dict:
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="INFO")
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     return env
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """`prefect server start` on a free loopback port, SQLite in a temporary PREFECT_HOME."""
+def prefect_database(postgres_server) -> str:
+    """A fresh database on the private PostgreSQL server for the Prefect server; its
+    psycopg2 URL (the server is given the asyncpg one, as Prefect's docs set it)."""
+    return postgres_server.create_database(f"prefect_serve_{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory, prefect_database):
+    """`prefect server start` on a free loopback port, its database on PostgreSQL."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     log = home / "server.log"
+    database_url = prefect_database.replace("postgresql+psycopg2://", "postgresql+asyncpg://")
     with open(log, "w") as out:
         proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=_prefect_env(home, None), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                env=_prefect_env(home, None, database_url), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.time() + 240
@@ -180,6 +193,23 @@ def test_a_run_triggered_through_the_api_is_a_real_cycle_that_completes(served):
     assert summary["cycle"] == NIGHT and summary["status"] == "succeeded"
     assert summary["accounting"]["balanced"] and summary["version"] == "1"
     assert {t.name.split("-")[0] for t in task_runs} >= {"ingest", "pin", "dvc", "version", "register"}
+
+
+def test_the_prefect_server_keeps_the_deployment_and_the_run_in_postgresql(served, prefect_database):
+    import sqlalchemy as sa
+
+    _, deployment, flow_run, *_ = served
+    engine = sa.create_engine(prefect_database)
+    try:
+        with engine.connect() as conn:
+            names = conn.execute(sa.text("SELECT name FROM deployment WHERE id = :id"),
+                                 {"id": str(deployment.id)}).scalars().all()
+            states = conn.execute(sa.text("SELECT state_type FROM flow_run WHERE id = :id"),
+                                  {"id": str(flow_run.id)}).scalars().all()
+    finally:
+        engine.dispose()
+    assert names == [DEPLOYMENT]
+    assert [str(getattr(s, "value", s)) for s in states] == ["COMPLETED"]
 
 
 def test_a_failed_push_to_the_dvc_remote_is_retried_and_then_goes_through(served):
