@@ -16,7 +16,8 @@ output, so it never reads what it writes and `dvc repro` at any recorded cycle r
 Replay: the training mix is the new examples plus replay.ratio of examples drawn from the buffer
 and replay.anchor_ratio from the fixed anchor training set (data/anchor/anchor_train.jsonl, like
 the base model's pre-training data, disjoint from the anchor eval set), both drawn evenly over
-strata (cycle x topic). The buffer grows by this cycle's training examples and, past
+strata (cycle x topic). At least dataset.eval_fraction of the buffer is left out of each
+night's replay, for evaluate to measure forgetting on. The buffer grows by this cycle's training examples and, past
 replay.capacity, keeps a stratified reservoir sample: see `update_buffer`.
 
     python -m pipelines.dataset --cycle 2026-01-05 data/validated/clean.jsonl data/replay/buffer.jsonl data/dataset \\
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import random
 from pathlib import Path
 
@@ -202,12 +204,16 @@ def draw_evenly(records: list[dict], n: int, rng: random.Random) -> list[dict]:
     return drawn
 
 
-def mix_sizes(n_new: int, buffered: int, anchors: int, replay: params_mod.ReplayParams
-              ) -> tuple[int, int]:
+def mix_sizes(n_new: int, buffered: int, anchors: int, replay: params_mod.ReplayParams,
+              held_out_fraction: float) -> tuple[int, int]:
     """How many replayed and anchor examples join `n_new` new ones, so that they make up
-    replay.ratio and replay.anchor_ratio of the mix (fewer when fewer are there)."""
+    replay.ratio and replay.anchor_ratio of the mix (fewer when fewer are there). At least
+    `held_out_fraction` of the buffer (dataset.eval_fraction, the share held out of the new
+    data too) is never replayed in the cycle: evaluate measures forgetting on it (its replay
+    set), which a small early buffer replayed whole would leave empty."""
     total = n_new / (1 - replay.ratio - replay.anchor_ratio)
-    return min(buffered, round(total * replay.ratio)), min(anchors, round(total * replay.anchor_ratio))
+    replayable = buffered - math.ceil(buffered * held_out_fraction)
+    return min(replayable, round(total * replay.ratio)), min(anchors, round(total * replay.anchor_ratio))
 
 
 def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int, cycle: str,
@@ -242,7 +248,7 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
     evaluation = [r for r in learnable if held_out(str(r["id"]), seed, p.eval_fraction)]
     new_train = [r for r in learnable if not held_out(str(r["id"]), seed, p.eval_fraction)]
 
-    n_replay, n_anchor = mix_sizes(len(new_train), len(buffer), len(anchors), replay)
+    n_replay, n_anchor = mix_sizes(len(new_train), len(buffer), len(anchors), replay, p.eval_fraction)
     replayed = draw_evenly(buffer, n_replay, rng)
     anchored = draw_evenly(anchors, n_anchor, rng)
     train = ([{**r, "_source": "new"} for r in new_train]

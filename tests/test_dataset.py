@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipelines import dataset
+from pipelines import dataset, evaluate
 from pipelines import params as params_mod
 from pipelines.records import read_jsonl, write_jsonl
 
@@ -46,6 +46,18 @@ def test_replay_is_mixed_at_the_configured_ratio_and_the_buffer_stays_bounded(tm
     new_in_buffer = [r for r in read_jsonl(tmp_path / "out/buffer.jsonl") if r["_cycle"] == "2026-01-05"]
     assert new_in_buffer  # this cycle's examples entered the buffer
     assert json.loads((tmp_path / "out/report.json").read_text())["train_replay"] == len(replayed)
+
+
+def test_a_small_buffer_is_never_replayed_whole_so_forgetting_can_be_measured(tmp_path, params, replace):
+    # 20 buffered examples, and the mix asks for more than that: a tenth stays out of training.
+    write_jsonl(tmp_path / "buffer.jsonl", [{**rec(1000 + i), "_cycle": "2026-01-04"} for i in range(20)])
+    write_jsonl(tmp_path / "clean.jsonl", [rec(i) for i in range(100)])
+    replay = replace(params.replay, ratio=0.55, anchor_ratio=0.0)
+    report = dataset.run(replace(params.dataset, eval_fraction=0.1), replay, params.seed, "2026-01-05",
+                         tmp_path / "clean.jsonl", tmp_path / "buffer.jsonl", tmp_path / "out")
+    assert report["train_replay"] == 18
+    unseen = evaluate.replay_set(tmp_path / "buffer.jsonl", tmp_path / "out/train.jsonl", 64, params.seed)
+    assert len(unseen) == 2  # what evaluate scores as the replay set tonight
 
 
 LONG_ANSWER = ("Your order left our warehouse yesterday and is now with the carrier; the tracking "
