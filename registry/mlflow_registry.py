@@ -149,8 +149,8 @@ def _delete_orphan_runs(c, p: params_mod.RegistryParams, experiment_id: str, cyc
     if not cycle:
         return []
     runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG}cycle` = '{cycle}'")
-    try:
-        versions = c.search_model_versions(f"name = '{p.model_name}'")
+    try:  # the cycle's versions only, as find_version_for_cycle asks: bounded however many there are
+        versions = c.search_model_versions(f"name = '{p.model_name}' and tag.`{TAG}cycle` = '{cycle}'")
     except MlflowException:
         versions = []
     used = {v.run_id for v in versions}
