@@ -274,7 +274,7 @@ def unregistered_night(ws: Path, day: dt.date, p: params_mod.Params) -> str | No
     """
     import yaml
 
-    cycle_file = ws / "data/cycle.yaml"
+    cycle_file = ws / ingest_stage.CYCLE_FILE
     last = str(yaml.safe_load(cycle_file.read_text())["cycle"]["date"]) if cycle_file.exists() else "none"
     if last in ("none", day.isoformat()) or not (ws / ".git").exists():
         return None
