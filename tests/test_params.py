@@ -5,6 +5,16 @@ from pipelines import params as params_mod
 from tests.conftest import ROOT
 
 
+def project_params() -> dict:
+    """The project's params.yaml as a dict, to change one value of."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def load_raw(tmp_path, raw: dict) -> params_mod.Params:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    return params_mod.load(tmp_path / "params.yaml")
+
+
 def test_project_params_load_with_every_section():
     p = params_mod.load(ROOT / "params.yaml")
     assert p.train.quantization == "4bit"
@@ -13,50 +23,44 @@ def test_project_params_load_with_every_section():
 
 
 def test_unknown_key_is_an_error_naming_the_key(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["train"]["learning_rte"] = 0.1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match="train.learning_rte"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 def test_missing_key_is_an_error_naming_the_key(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     del raw["evaluate"]["replay_examples"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match="evaluate.replay_examples"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 def test_gate_thresholds_are_checked_per_metric(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["gate"]["thresholds"]["golden.eval_loss"] = {"max_increse": 0.1}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match=r"gate.thresholds.golden.eval_loss.max_increse"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
     raw["gate"]["thresholds"]["golden.eval_loss"] = {}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match="at least one of"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 def test_bad_quantization_value_is_rejected(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["train"]["quantization"] = "8bit"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match="quantization"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 @pytest.mark.parametrize("key,value,message", [("lr_scheduler", "cosine_annealing", "one of linear, cosine"),
                                                ("warmup_ratio", 1.5, r"in \[0, 1\)"),
                                                ("max_steps", 0, "at least 1 or null")])
 def test_bad_schedule_values_are_rejected_with_what_is_allowed(tmp_path, key, value, message):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["train"][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match=f"train.{key} must be .*{message}"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 def test_missing_file_says_how_to_make_a_workspace(tmp_path):
@@ -71,11 +75,10 @@ def test_missing_file_says_how_to_make_a_workspace(tmp_path):
                                                ("train", "max_steps", 2.5),
                                                ("train", "packing", "yes")])
 def test_a_value_of_the_wrong_type_is_an_error_naming_key_and_type(tmp_path, section, key, value):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw[section][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match=f"{section}.{key} must be"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -84,11 +87,10 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_key_and_type(tmp_path, sec
     ("deployment", "nightly/x", "without '/'"),
 ])
 def test_a_bad_schedule_is_an_error_that_says_what_is_expected(tmp_path, key, value, message):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["schedule"][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match=f"schedule.{key}.*{message}"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
 
 
 def test_yesterday_is_taken_on_the_schedules_clock():
@@ -103,9 +105,15 @@ def test_yesterday_is_taken_on_the_schedules_clock():
 
 
 def test_retry_counts_beyond_what_mlflow_and_prefect_take_are_errors(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = project_params()
     raw["retries"]["mlflow"] = 11
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(params_mod.ParamsError, match="retries.mlflow must be between 0 and 10"):
-        params_mod.load(tmp_path / "params.yaml")
+        load_raw(tmp_path, raw)
     assert params_mod.load(ROOT / "params.yaml").retries.dvc_remote_delays() == [10, 20, 40]
+
+
+def test_a_trend_history_shorter_than_the_trend_window_is_an_error(tmp_path):
+    raw = project_params()
+    raw["drift"]["trend_history"] = raw["drift"]["trend_window"] - 1
+    with pytest.raises(params_mod.ParamsError, match="drift.trend_history .* must be at least drift.trend_window"):
+        load_raw(tmp_path, raw)
