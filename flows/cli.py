@@ -218,13 +218,14 @@ def cmd_redact(args) -> None:
 def cmd_golden_add(args) -> None:
     import tempfile
 
-    from pipelines import eval_sets
+    from pipelines import eval_sets, subjects
 
     ws, p = _workspace_params(args.workspace)
     golden = ws / wsp.EVAL_SETS[0]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            added = eval_sets.add_to_golden(p, Path(args.file).resolve(), golden, Path(tmp))
+            added = eval_sets.add_to_golden(p, Path(args.file).resolve(), golden, Path(tmp),
+                                            salt=subjects.load_salt(ws / subjects.SALT_FILE))
         except eval_sets.GoldenRejected as exc:
             raise SystemExit(f"nightshift golden add: {exc}\nFix the records and try again.")
     if not added["added"]:
@@ -235,6 +236,74 @@ def cmd_golden_add(args) -> None:
     wsp.git(ws, "commit", "-q", "-m", f"golden set: add {added['added']} record(s): {args.reason}")
     print(f"golden set: added {added['added']} record(s) ({added['golden_records']} in all); "
           f"recorded with DVC and committed: {args.reason}")
+
+
+def cmd_forget(args) -> None:
+    from flows import cycle_lock, forget
+    from pipelines import subjects
+
+    ws = _workspace(args.workspace)
+    who = "the user id given" if args.user_id else "the text given"
+    try:
+        done = forget.forget(ws, args.reason, user_id=args.user_id, match=args.match,
+                             log=lambda line: print(line, flush=True))
+    except (forget.ForgetError, cycle_lock.CycleRunning, wsp.CommandError) as exc:
+        raise SystemExit(f"nightshift forget: {exc}\nNothing was committed; run the same command "
+                         "again once the cause is fixed.")
+    remote = params_mod.load(ws / "params.yaml").version.remote
+    print(f"forgot the records about {who} ({len(done['tombstone']['subjects'])} subject hashes)")
+    print(f"records removed: {done['records_removed']}")
+    for path, n in done["removed"].items():
+        print(f"  {path:<44} {n}")
+    if done["dvc_files"] or done["stages"]:
+        print("recorded again with DVC: " + ", ".join(
+            [f"dvc add {f.removesuffix('.dvc')}" for f in done["dvc_files"]]
+            + [f"dvc commit {s}" for s in done["stages"]]) + f"; pushed to the remote {remote!r}")
+    print(f"objects deleted: {len(done['deleted']['cache'])} from the DVC cache, "
+          f"{len(done['deleted']['remote'])} from the remote {remote!r} "
+          f"({len(done['objects'])} held their records, in this and earlier cycles; their md5s are "
+          "in the tombstone)")
+    if done["tagged"]:
+        print(f"versions tagged nightshift.erased_data (they learned from the erased records):")
+        for t in done["tagged"]:
+            print(f"  version {t['version']} (cycle {t['cycle'] or '-'}): {t['why']}")
+    else:
+        print("versions tagged: none (no registered version trained on these records)")
+    print(f"tombstone: {subjects.TOMBSTONES_FILE} (salted hashes only; ingest drops their "
+          f"records if they are pulled again)\ncommitted: {done['commit'][:10]} "
+          f"({done['tombstone']['reason']})")
+    print("Next: the tagged versions still hold what they learned; retraining without the erased "
+          "data comes with `nightshift rebase` (a later feature). A past cycle whose data was "
+          "erased can no longer be rebuilt: `nightshift reproduce --cycle DATE --check` says so.")
+
+
+def cmd_reproduce(args) -> None:
+    from flows import forget
+
+    ws = _workspace(args.workspace)
+    commit = forget.cycle_commit(ws, args.cycle)
+    if commit is None:
+        raise SystemExit(f"nightshift reproduce: no commit 'nightshift cycle {args.cycle}' in {ws} "
+                         "(`git log --oneline` lists the cycles)")
+    erased = forget.check_reproducible(ws, commit)
+    if erased:
+        lines = "\n".join(f"  {e['path']} (md5 {e['md5'][:12]}): erased {e['date']}: {e['reason']}"
+                          for e in erased)
+        raise SystemExit(f"nightshift reproduce: cycle {args.cycle} (commit {commit[:10]}) can no "
+                         f"longer be rebuilt: `nightshift forget` deleted data it read or wrote:"
+                         f"\n{lines}\n`dvc pull` and `dvc repro` at that commit would miss these "
+                         "objects. Retraining without the erased data comes with `nightshift rebase`.")
+    if args.check:
+        print(f"cycle {args.cycle} (commit {commit[:10]}) can be rebuilt: none of its data was erased")
+        return
+    if wsp.git(ws, "status", "--porcelain", "--untracked-files=no").strip():
+        raise SystemExit("nightshift reproduce: the workspace has uncommitted changes; commit or "
+                         "stash them first (the cycle's commit is checked out)")
+    wsp.git(ws, "checkout", "-q", commit)
+    wsp.dvc(ws, "pull", log=print)
+    wsp.dvc(ws, "repro", "--force", "--single-item", "train", log=print)
+    print(f"cycle {args.cycle} rebuilt at commit {commit[:10]}: `git diff HEAD dvc.lock` shows "
+          "what moved; back to the present: git reset -q --hard && git checkout main && dvc checkout")
 
 
 def _default_params() -> params_mod.Params:
@@ -256,7 +325,15 @@ def print_summary(s: dict) -> None:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
     print(f"\n== nightshift cycle {s['cycle']}: {s['status']} in {s.get('seconds', 0):.0f} s ==")
     print(f"records   pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
-          f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}")
+          f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}"
+          + (f" + forgotten {acc['forgotten']}" if acc.get("forgotten") else ""))
+    redaction = s.get("redaction") or {}
+    if redaction.get("replaced") is not None:
+        replaced = redaction["replaced"]
+        print(f"redacted  {sum(replaced.values())} values as pulled ("
+              + (", ".join(f"{k} {v}" for k, v in replaced.items()) or "none") + ")"
+              + (f"; not looked for: {', '.join(redaction['entities_not_looked_for'])}"
+                 if redaction.get("entities_not_looked_for") else ""))
     if s.get("quarantine_reasons"):
         print(f"          checks failed by quarantined records (one record can fail several): "
               f"{s['quarantine_reasons']}")
@@ -307,7 +384,11 @@ def print_status(ws: Path, as_json: bool = False) -> None:
     print(f"{'version':>7}  {'cycle':<10}  {'parent':>6}  {'gate':<8}  eval loss")
     for v in st["versions"]:
         print(f"{v['version']:>7}  {v['cycle'] or '-':<10}  {v['parent'] or '-':>6}  "
-              f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-'}")
+              f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-'}"
+              + (f"  ERASED DATA ({v['erased_data']})" if v.get("erased_data") else ""))
+    if any(v.get("erased_data") for v in st["versions"]):
+        print("ERASED DATA: the version learned from records `nightshift forget` erased since; "
+              "retraining without them comes with `nightshift rebase`.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run one nightly cycle now",
-                       description="Run one cycle: ingest, redact, validate, dataset, train, "
-                       "evaluate, gate, version, register.")
+                       description="Run one cycle: ingest (redacting as it pulls), validate, "
+                       "dataset, train, evaluate, gate, version, register.")
     p.add_argument("--date", help="the day whose interactions to learn (YYYY-MM-DD; default: yesterday)")
     p.add_argument("--source", help="override source.url: a JSONL folder/file or a database URL")
     p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
@@ -407,6 +488,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reason", required=True, help="why these belong in the golden set (the commit message)")
     g.add_argument("--workspace", default=".", help="workspace directory (default: .)")
     g.set_defaults(func=cmd_golden_add)
+
+    p = sub.add_parser("forget", help="erase a person's records and tag the versions that learned them",
+                       description="Remove every record about a user id, or holding a text as it "
+                       "appeared in the source (an email address, a phone number), from every "
+                       "data file DVC tracks in the workspace; delete the DVC objects that held "
+                       "them, in this and earlier cycles, from the cache and the remote; tag the "
+                       "registered versions trained on them; leave a tombstone of salted hashes "
+                       "so ingest drops their records if pulled again; commit with the reason.")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user-id", metavar="ID", help="a record's metadata.user_id")
+    who.add_argument("--match", metavar="TEXT", help="a value as it appeared in the source")
+    p.add_argument("--reason", required=True,
+                   help="why, for the commit and the tombstone (redacted before it is stored)")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("reproduce", help="rebuild a past cycle's adapter, or say why it cannot be",
+                       description="Check out the commit of cycle DATE, `dvc pull` its data and "
+                       "`dvc repro --force --single-item train` its adapter; refused, with the "
+                       "files, dates and reasons, when `nightshift forget` erased data it read.")
+    p.add_argument("--cycle", required=True, metavar="DATE", help="the cycle (YYYY-MM-DD)")
+    p.add_argument("--check", action="store_true", help="only say whether it can be rebuilt")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("init", help="create a new workspace (git + DVC + params)",
                        description="Create a nightshift workspace: params.yaml, dvc.yaml, the "

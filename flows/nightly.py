@@ -2,7 +2,8 @@
 
 The flow only orchestrates. Stages live in pipelines/ and run through `dvc repro <stage>`, so DVC
 decides what is up to date and records dvc.lock; Prefect adds the schedule, retries on I/O, logs
-and the UI. Ingest and register are the two side effects outside the DVC DAG.
+and the UI. Ingest and register are the two side effects outside the DVC DAG; ingest redacts as
+it pulls, so the first thing any stage or store sees is the redacted snapshot.
 
 Crash safety: a cycle killed at any point (SIGKILL, the machine going down) is finished by the
 next run. Ingest commits its snapshot and watermark together, so the same date re-run reuses
@@ -42,7 +43,7 @@ from registry import mlflow_registry as reg
 CRASH_AFTER_ENV = "NIGHTSHIFT_CRASH_AFTER"  # test hook only: see the module docstring
 # The DAG in two parts: the data stages run for every night with records; the model stages only
 # when the night brings at least nightly.min_new_examples learnable examples.
-DATA_STAGES = ["redact", "validate", "dataset"]
+DATA_STAGES = ["validate", "dataset"]
 MODEL_STAGES = ["base_model", "drift", "train", "evaluate", "gate"]
 DAG_STAGES = DATA_STAGES + MODEL_STAGES
 PARENT_DIR = Path("models/parent")
@@ -77,7 +78,8 @@ _retry_source_errors = _retry_only(ingest_stage.SourceError)
 
 @task(name="ingest", retry_condition_fn=_retry_source_errors)
 def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
-    """Pull records newer than the watermark into data/raw/<date>.jsonl and pin it with DVC.
+    """Pull records newer than the watermark, redacted as they are pulled, into
+    data/snapshots/<date>.jsonl, and pin it with DVC. Nothing unredacted is written.
 
     Retried (ingest.retries, exponential backoff from ingest.retry_backoff_seconds; the flow sets
     both from params.yaml) while the source cannot be read; the watermark moves only on success.
@@ -92,7 +94,8 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
     attempt, attempts = task_run.run_count or 1, p.ingest.retries + 1
     try:
         with chdir(ws):
-            metrics = ingest_stage.run(source, date, log=log.info, timezone=p.schedule.timezone)
+            metrics = ingest_stage.run(source, p.redact, date, log=log.info,
+                                       timezone=p.schedule.timezone)
     except ingest_stage.SourceError as exc:
         if attempt < attempts:
             log.warning("ingest attempt %d of %d failed, retrying: %s", attempt, attempts, exc)
@@ -102,8 +105,13 @@ def ingest(ws: Path, date: dt.date, source_url: str | None) -> dict:
         log.info("ingest: %s was pulled by an earlier run (%d records): reused, nothing pulled "
                  "again (watermark %s)", metrics["snapshot"], metrics["pulled"], metrics["watermark"])
     else:
-        log.info("ingest: %d records pulled for %s (watermark %s)",
-                 metrics["pulled"], date, metrics["watermark"])
+        replaced = metrics["redaction"]["replaced"]
+        log.info("ingest: %d records pulled and redacted for %s (%d values replaced: %s; "
+                 "watermark %s)", metrics["pulled"], date, sum(replaced.values()),
+                 ", ".join(f"{k} {v}" for k, v in replaced.items()) or "none", metrics["watermark"])
+    if metrics["forgotten"]:
+        log.info("ingest: %d record(s) dropped: about people `nightshift forget` erased",
+                 metrics["forgotten"])
     if metrics.get("future_records"):
         log.warning("ingest: %d records in the source are stamped in the future; they stay there "
                     "until their night (check the logging clock upstream)", metrics["future_records"])
@@ -157,7 +165,7 @@ def version(ws: Path, date: dt.date) -> dict:
         if wsp.git(ws, "status", "--porcelain").strip():
             wsp.git(ws, "commit", "-q", "-m", f"nightshift cycle {date.isoformat()}")
         commit = wsp.git(ws, "rev-parse", "HEAD").strip()
-    return {"git_commit": commit, "data_version": _dvc_md5(ws / f"data/raw/{date.isoformat()}.jsonl.dvc")}
+    return {"git_commit": commit, "data_version": _dvc_md5(ws / snapshot_dvc_file(date.isoformat()))}
 
 
 @task(name="register")
@@ -197,7 +205,8 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
             _flatten(dataclasses.asdict(p)),
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("reports/drift.json"), Path("reports/drift.html"),
-             Path("data/validated/report.json"), Path("data/redacted/report.json")], verdict)
+             Path("data/validated/report.json"),
+             ingest_stage.SNAPSHOT_DIR / f"{date.isoformat()}.report.json"], verdict)
     log = get_run_logger()
     for run_id in result["deleted_orphan_runs"]:
         log.warning("run %s of cycle %s was logged by a register killed before it created the "
@@ -303,25 +312,28 @@ def finish_unregistered_night(ws: Path, day: dt.date, p: params_mod.Params) -> d
     log.warning("cycle %s was versioned (commit made, data pushed) but never registered: the run "
                 "was killed or register failed; registering it now, before cycle %s", last, day)
     versioned = {"git_commit": wsp.git(ws, "rev-parse", "HEAD").strip(),
-                 "data_version": _dvc_md5(ws / f"data/raw/{last}.jsonl.dvc")}
+                 "data_version": _dvc_md5(ws / snapshot_dvc_file(last))}
     parent = read_json(ws / PARENT_DIR / "PARENT.json").get("version")
     registered = register(ws, dt.date.fromisoformat(last), parent, versioned)
     return {"cycle": last, **apply_verdict(ws, registered)}
 
 
-def accounting(ws: Path, pulled: int) -> dict:
-    """Every record pulled is clean, quarantined or a duplicate; raises AccountingError if not."""
+def accounting(ws: Path, pulled: dict) -> dict:
+    """Every record pulled is clean, quarantined, a duplicate or forgotten (dropped by ingest: its
+    person was erased by `nightshift forget`); raises AccountingError if not."""
     validated = read_json(ws / "data/validated/report.json")
     dataset = read_json(ws / "data/dataset/report.json")
-    counts = {"pulled": pulled, "clean": dataset.get("unique"),
-              "quarantined": validated.get("quarantined"), "duplicates": dataset.get("duplicates")}
+    counts = {"pulled": pulled["pulled"], "clean": dataset.get("unique"),
+              "quarantined": validated.get("quarantined"), "duplicates": dataset.get("duplicates"),
+              "forgotten": pulled["forgotten"]}
     # The parts, for the summary: clean includes the records kept out of training by their
     # feedback; duplicates are exact ones plus near ones within the batch and to the replay buffer.
     parts = {k: dataset.get(k) for k in ("filtered_feedback", "exact_duplicates",
                                          "near_duplicates_in_batch", "near_duplicates_of_replay")}
     if None in counts.values():
         return {**counts, **parts, "balanced": None}
-    balanced = counts["pulled"] == counts["clean"] + counts["quarantined"] + counts["duplicates"]
+    balanced = counts["pulled"] == (counts["clean"] + counts["quarantined"] + counts["duplicates"]
+                                    + counts["forgotten"])
     if not balanced:
         raise AccountingError(f"records unaccounted for: {counts}")
     return {**counts, **parts, "balanced": True}
@@ -340,7 +352,7 @@ def write_summary(ws: Path, summary: dict) -> None:
 
 @flow(name="nightly", log_prints=True)
 def nightly(date: str | None = None, workspace: str = ".", source: str | None = None) -> dict:
-    """One nightly cycle: ingest -> redact -> validate -> dataset -> train -> evaluate -> gate
+    """One nightly cycle: ingest (redacting as it pulls) -> validate -> dataset -> train -> evaluate -> gate
     -> version -> register (drift runs after dataset). `date` is the day whose interactions are
     learned (default: yesterday on the clock of schedule.timezone). One cycle at a time per
     workspace: a second start while one runs fails at once with cycle_lock.CycleRunning.
@@ -404,9 +416,12 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
         pulled = step("ingest", ingest_with_retries, ws, day, source)
         summary["pulled"] = pulled["pulled"]
         summary["reused_snapshot"] = pulled["reused_snapshot"]
-        if pulled["pulled"] == 0:
+        summary["redaction"] = {k: pulled["redaction"].get(k) for k in (
+            "replaced", "records_with_residual", "entities_not_looked_for", "ner_model")}
+        if pulled["in_snapshot"] == 0:
             # Nothing new: no stage has anything to do. The empty snapshot is still versioned.
-            summary["accounting"] = {"pulled": 0, "clean": 0, "quarantined": 0, "duplicates": 0,
+            summary["accounting"] = {"pulled": pulled["pulled"], "clean": 0, "quarantined": 0,
+                                     "duplicates": 0, "forgotten": pulled["forgotten"],
                                      "balanced": True}
             return skip(f"no new records in the source for {day} (if some were expected, check "
                         "the logging upstream)")
@@ -414,7 +429,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
         summary["parent_version"] = pinned["parent_version"]
         for stage in DATA_STAGES:
             step(stage, dvc_stage.with_options(name=f"dvc-{stage}"), ws, stage)
-        summary["accounting"] = accounting(ws, pulled["pulled"])
+        summary["accounting"] = accounting(ws, pulled)
         summary["new_examples"] = new_examples(ws)
         if summary["new_examples"] < p.nightly.min_new_examples:
             return skip(f"{summary['new_examples']} learnable new examples, fewer than "
@@ -438,7 +453,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
                        error=f"{type(exc).__name__}: {exc}")
         if "dataset" in summary["timings"] and "accounting" not in summary:
             try:
-                summary["accounting"] = accounting(ws, summary["pulled"])
+                summary["accounting"] = accounting(ws, pulled)
             except AccountingError as acc:
                 summary["accounting_error"] = str(acc)
         raise
@@ -492,6 +507,11 @@ def _flow_run_id() -> str:
     from prefect.runtime import flow_run
 
     return str(flow_run.id) if flow_run.id else "none"
+
+
+def snapshot_dvc_file(cycle: str) -> Path:
+    """The .dvc file that pins a cycle's redacted snapshot: its md5 is the cycle's data version."""
+    return ingest_stage.SNAPSHOT_DIR / f"{cycle}.jsonl.dvc"
 
 
 def _dvc_md5(dvc_file: Path) -> str:

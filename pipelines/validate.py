@@ -16,7 +16,7 @@ validate.min_records records is too small for batch statistics: it is not judged
 `batch_judged: false`) and the nightly flow skips training on it. GX Data Docs (HTML) of
 both validations are written every cycle.
 
-    python -m pipelines.validate data/redacted data/validated --cycle 2026-01-05 \\
+    python -m pipelines.validate data/snapshots/2026-01-05.jsonl data/validated --cycle 2026-01-05 \\
         --suites validation/expectations --data-docs reports/data_docs
 """
 
@@ -251,10 +251,10 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
 
     Args:
         p: the `validate` section of params.yaml (the suites' thresholds).
-        redacted: records.jsonl from redact (one line per pulled line, in order).
+        redacted: the cycle's snapshot, redacted by ingest as it pulled (one line per record).
         out_dir: gets clean.jsonl, quarantine.jsonl and report.json. Each quarantined record
-            carries `_reasons` (reason codes) and `_line` (its line in `redacted`, the same as in
-            the cycle's raw snapshot, where the bytes pulled are kept as they were).
+            carries `_reasons` (reason codes) and `_line` (its line in the snapshot). Like every
+            record, it is redacted: what the residual scan flagged was replaced too.
         cycle: the cycle's date (YYYY-MM-DD); timestamps after its end by more than
             `future_tolerance_minutes` are quarantined. None: measured from now.
         suite_dir: the folder of the GX suite files.
@@ -338,7 +338,7 @@ def _plain(value):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("redacted_dir", type=Path, help="redact's output folder (records.jsonl)")
+    parser.add_argument("snapshot", type=Path, help="the cycle's redacted snapshot (from ingest)")
     parser.add_argument("out_dir", type=Path, help="gets clean.jsonl, quarantine.jsonl, report.json")
     parser.add_argument("--cycle", help="the cycle's date, YYYY-MM-DD: future timestamps are "
                         "measured from the end of that day (default: from now)")
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
-        report = run(params_mod.load(args.params).validate, args.redacted_dir / "records.jsonl",
+        report = run(params_mod.load(args.params).validate, args.snapshot,
                      args.out_dir, args.cycle, args.suites, args.data_docs)
     except (BatchRejected, SuiteError) as exc:
         sys.exit(f"validate: {exc}")

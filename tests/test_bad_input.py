@@ -1,7 +1,7 @@
 """Bad input through the real stages, as the nightly flow runs them: a JSONL log folder with good
-and broken lines -> ingest -> redact (Presidio) -> validate (GX) -> dataset. Each broken line must
-end in quarantine with its reason, or be counted as a duplicate; the good ones must be clean; and
-pulled = clean + quarantined + duplicates must hold (flows.nightly.accounting)."""
+and broken lines -> ingest (redacting with Presidio as it pulls) -> validate (GX) -> dataset. Each
+broken line must end in quarantine with its reason, or be counted as a duplicate; the good ones must
+be clean; and pulled = clean + quarantined + duplicates must hold (flows.nightly.accounting)."""
 
 import datetime as dt
 import json
@@ -11,7 +11,7 @@ from contextlib import chdir
 import pytest
 
 from flows.nightly import accounting
-from pipelines import dataset, ingest, redact, validate
+from pipelines import dataset, ingest, validate
 from pipelines.params import SourceParams
 
 DAY = dt.date(2026, 1, 5)
@@ -78,10 +78,9 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
     (ws / "logs").mkdir(parents=True)
     (ws / "logs" / f"{DAY}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     with chdir(ws):
-        pulled = ingest.run(SourceParams(str(ws / "logs"), "interactions", 1000), DAY)
+        pulled = ingest.run(SourceParams(str(ws / "logs"), "interactions", 1000), params.redact, DAY)
         snapshot = ws / pulled["snapshot"]
-        redact.run(params.redact, snapshot, ws / "data/redacted")
-        validated = validate.run(params.validate, ws / "data/redacted/records.jsonl",
+        validated = validate.run(params.validate, snapshot,
                                  ws / "data/validated", DAY.isoformat(),
                                  data_docs=ws / "reports/data_docs")
         deduplicated = dataset.run(params.dataset, params.replay, params.seed, DAY.isoformat(),
@@ -89,9 +88,9 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
                                    ws / "data/dataset")
     quarantine = [json.loads(l) for l in (ws / "data/validated/quarantine.jsonl").read_text().splitlines()]
     return {"pulled": pulled, "validated": validated, "dataset": deduplicated,
-            "snapshot": snapshot.read_bytes().splitlines(), "quarantine": quarantine,
+            "source": [l for l in lines if l.strip()], "quarantine": quarantine,
             "clean": [json.loads(l) for l in (ws / "data/validated/clean.jsonl").read_text().splitlines()],
-            "accounting": accounting(ws, pulled["pulled"])}
+            "accounting": accounting(ws, pulled)}
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +103,9 @@ def cycle(tmp_path_factory, params):
 
 
 def quarantined_line(cycle, raw: bytes) -> dict:
-    """The quarantined record of a raw line, found through `_line` in the raw snapshot."""
-    [record] = [q for q in cycle["quarantine"] if cycle["snapshot"][q["_line"] - 1] == raw]
+    """The quarantined record of a raw line, found through `_line`: the snapshot keeps the
+    source's order, one record per line pulled."""
+    [record] = [q for q in cycle["quarantine"] if cycle["source"][q["_line"] - 1] == raw]
     return record
 
 
@@ -146,9 +146,9 @@ def test_duplicate_ids_and_repeated_conversations_are_counted_as_duplicates(cycl
     assert train_and_eval == GOOD + 1  # the first of each repeated pair is kept, the repeat is not
 
 
-def test_invalid_utf8_bytes_stay_in_the_raw_snapshot_and_readable_in_quarantine(cycle):
+def test_invalid_utf8_bytes_are_quarantined_readable(cycle):
     raw, _ = BAD["invalid_utf8"]
-    record = quarantined_line(cycle, raw)  # the snapshot holds the bytes exactly as logged
+    record = quarantined_line(cycle, raw)
     assert "caf\ufffd cr\ufffdme?" in record["_invalid"] and record["_error"].startswith("invalid_utf8")
 
 

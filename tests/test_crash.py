@@ -180,7 +180,7 @@ def night_one_killed_in_training(ws, cli_env) -> dict:
     assert list(checkpoints.glob("*/checkpoint-*")), "killed before training saved a checkpoint"
     left = {
         "dvc_lock_stages": set(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]),
-        "snapshot": (ws / f"data/raw/{NIGHT_ONE}.jsonl").read_bytes(),
+        "snapshot": (ws / f"data/snapshots/{NIGHT_ONE}.jsonl").read_bytes(),
         "watermark": (ws / "data/watermark.json").read_text(),
         "rwlock": json.loads((ws / ".dvc/tmp/rwlock").read_text() or "{}"),
         "versions": len(versions_of(ws, NIGHT_ONE)),
@@ -196,7 +196,7 @@ def test_a_cycle_killed_in_training_is_finished_by_the_next_run_with_nothing_twi
     left, summary = night_one_killed_in_training["left"], night_one_killed_in_training["summary"]
     # The kill really came mid-training: the stages before train were recorded, train was not,
     # and nothing was registered; DVC's lock file still named the killed process.
-    assert {"redact", "validate", "dataset"} <= left["dvc_lock_stages"]
+    assert {"validate", "dataset"} <= left["dvc_lock_stages"]
     assert "train" not in left["dvc_lock_stages"] and left["versions"] == 0
     assert left["rwlock"].get("write") or left["rwlock"].get("read")
     assert "a killed run left a DVC lock" in night_one_killed_in_training["rerun"]
@@ -204,7 +204,7 @@ def test_a_cycle_killed_in_training_is_finished_by_the_next_run_with_nothing_twi
 
     # Pulled once: the rerun reused the snapshot (same bytes, same watermark), skipping nothing.
     assert summary["status"] == "succeeded" and summary["reused_snapshot"] is True
-    assert (ws / f"data/raw/{NIGHT_ONE}.jsonl").read_bytes() == left["snapshot"]
+    assert (ws / f"data/snapshots/{NIGHT_ONE}.jsonl").read_bytes() == left["snapshot"]
     assert (ws / "data/watermark.json").read_text() == left["watermark"]
     in_source = [l for l in (ws / f"logs/{NIGHT_ONE}.jsonl").read_text().splitlines() if l.strip()]
     acc = summary["accounting"]

@@ -56,7 +56,7 @@ def test_nightshift_run_is_refused_at_once_naming_the_running_cycle(workspace, h
     assert "another nightshift cycle is running" in done.stderr
     assert f"cycle 2026-01-05 (pid {holder.pid} on " in done.stderr and "started 20" in done.stderr
     assert "Prefect" not in done.stdout  # refused before any flow started
-    assert not (workspace / "data/raw/2026-01-06.jsonl").exists()
+    assert not (workspace / "data/snapshots/2026-01-06.jsonl").exists()
     # What the refusal read is what the holder wrote into the lock file.
     written = json.loads(cycle_lock.lock_path(workspace).read_text())
     assert written["pid"] == holder.pid and written["cycle"] == "2026-01-05"

@@ -3,10 +3,32 @@ import json
 
 import pytest
 
-from pipelines import ingest, sample_logs
+from pipelines import ingest, redact, sample_logs
 from pipelines.params import SourceParams
+from pipelines.records import parse_line
 
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
+
+
+@pytest.fixture(autouse=True)
+def _redact_params(params):
+    global REDACT
+    REDACT = params.redact
+
+
+def paths(root):
+    """Where ingest keeps its files in a workspace rooted at `root`."""
+    return dict(snapshot_dir=root / "data/snapshots", watermark_file=root / "data/watermark.json",
+                cycle_file=root / "data/cycle.yaml", salt_file=root / ".nightshift/subject-salt",
+                tombstones_file=root / "data/forgotten.jsonl")
+
+
+def as_pulled(root, lines):
+    """Source lines as ingest writes them: redacted, with the workspace's subject hashes."""
+    redactor = redact.Redactor(REDACT)
+    salt = (root / ".nightshift/subject-salt").read_text().strip().encode()
+    return [json.dumps(redactor.redact_record(parse_line(line), salt), ensure_ascii=False)
+            for line in lines if line.strip()]
 
 
 def lines_per_day(path):
@@ -20,9 +42,7 @@ def jsonl_logs(tmp_path):
 
 
 def run(tmp_path, url, day, table="interactions"):
-    return ingest.run(SourceParams(str(url), table, 1000), day, raw_dir=tmp_path / "data/raw",
-                      watermark_file=tmp_path / "data/watermark.json",
-                      cycle_file=tmp_path / "data/cycle.yaml")
+    return ingest.run(SourceParams(str(url), table, 1000), REDACT, day, **paths(tmp_path))
 
 
 def test_each_day_is_pulled_once_broken_lines_included(tmp_path, jsonl_logs):
@@ -31,8 +51,54 @@ def test_each_day_is_pulled_once_broken_lines_included(tmp_path, jsonl_logs):
     second = run(tmp_path, folder, DAY2)
     assert first["pulled"] == lines_per_day(paths[0])  # every line of day 1, the cut-off one too
     assert second["pulled"] == lines_per_day(paths[1])
-    snapshot = (tmp_path / "data/raw/2026-01-05.jsonl").read_bytes()
-    assert snapshot.splitlines() == [l for l in paths[0].read_bytes().splitlines() if l.strip()]
+    snapshot = (tmp_path / "data/snapshots/2026-01-05.jsonl").read_text()
+    # The night's records, in order, redacted as they were pulled: nothing else was written.
+    assert snapshot.splitlines() == as_pulled(tmp_path, paths[0].read_text().splitlines())
+
+
+def test_nothing_unredacted_is_written_and_records_keep_who_they_are_about_as_hashes(tmp_path):
+    from pipelines import subjects
+
+    folder = tmp_path / "logs"
+    write_lines(folder / "log.jsonl", [
+        chat(1, "2026-01-05T10:00:00Z", text="I'm at jo.lee@example.com, card 4111 1111 1111 1111",
+             metadata={"user_id": "acct-77", "contact": "call +44 20 7946 0958"},
+             feedback={"rating": "down", "comment": "reply to jo.lee@example.com please"}),
+        chat(2, "2026-01-05T11:00:00Z", metadata={"user_id": "acct-88"})])
+    with open(folder / "log.jsonl", "a") as log:  # cut off: kept as text, redacted as text
+        log.write('{"id": "x", "timestamp": "2026-01-05T12:00:00Z", "messages": "mail jo.lee@example.com\n')
+    pulled = run(tmp_path, folder, DAY1)
+    assert pulled["pulled"] == 3 and pulled["redaction"]["replaced"]["EMAIL_ADDRESS"] == 3
+    written = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()
+                       and folder not in f.parents)
+    for value in (b"jo.lee@example.com", b"4111 1111 1111 1111", b"7946 0958", b"acct-77"):
+        assert value not in written
+    first, second, broken = [parse_line(l) for l in
+                             (tmp_path / "data/snapshots/2026-01-05.jsonl").read_bytes().splitlines()]
+    assert "<EMAIL_ADDRESS_1>" in first["feedback"]["comment"] and "_invalid" in broken
+    assert "user_id" not in first["metadata"] and "<PHONE_NUMBER_1>" in first["metadata"]["contact"]
+    salt = subjects.load_salt(tmp_path / ".nightshift/subject-salt")
+    # A record is found by any of its identifiers, however they are written.
+    for about in ({"user_id": "acct-77"}, {"text": "JO.LEE@example.com "}, {"text": "+44 (20) 7946-0958"},
+                  {"text": "4111-1111-1111-1111"}):
+        assert subjects.match_subjects(salt, **about) & subjects.subjects_of(first), about
+        assert not subjects.match_subjects(salt, **about) & subjects.subjects_of(second), about
+
+
+def test_a_record_about_a_forgotten_person_is_dropped_when_pulled_again(tmp_path):
+    from pipelines import subjects
+
+    folder = tmp_path / "logs"
+    salt = subjects.load_salt(tmp_path / ".nightshift/subject-salt")
+    tombstone = {"subjects": sorted(subjects.match_subjects(salt, user_id="acct-77")), "date": "2026-01-05"}
+    write_lines(tmp_path / "data/forgotten.jsonl", [tombstone])
+    write_lines(folder / "log.jsonl", [chat(1, "2026-01-05T10:00:00Z", metadata={"user_id": "acct-77"}),
+                                       chat(2, "2026-01-05T11:00:00Z", metadata={"user_id": "acct-88"})])
+    pulled = run(tmp_path, folder, DAY1)
+    assert (pulled["pulled"], pulled["in_snapshot"], pulled["forgotten"]) == (2, 1, 1)
+    assert snapshot_ids(tmp_path, "2026-01-05") == ["c2"]
+    again = run(tmp_path, folder, DAY1)  # a re-run reuses the snapshot and still counts the drop
+    assert again["reused_snapshot"] and (again["pulled"], again["forgotten"]) == (2, 1)
 
 
 def test_running_the_same_night_twice_pulls_nothing_twice(tmp_path, jsonl_logs):
@@ -40,7 +106,7 @@ def test_running_the_same_night_twice_pulls_nothing_twice(tmp_path, jsonl_logs):
     first = run(tmp_path, folder, DAY1)
     again = run(tmp_path, folder, DAY1)
     assert again["reused_snapshot"] and again["pulled"] == first["pulled"]
-    assert not (tmp_path / "data/raw/2026-01-06.jsonl").exists()
+    assert not (tmp_path / "data/snapshots/2026-01-06.jsonl").exists()
 
 
 def test_cycle_file_points_the_dag_at_the_snapshot(tmp_path, jsonl_logs):
@@ -66,7 +132,7 @@ def test_missing_source_fails_clearly_and_keeps_the_watermark(tmp_path):
     with pytest.raises(ingest.SourceError, match="could not read source"):
         run(tmp_path, f"sqlite:///{tmp_path}/empty.db", DAY1)
     assert not (tmp_path / "data/watermark.json").exists()
-    assert not list((tmp_path / "data").glob("raw/*.jsonl"))
+    assert not list((tmp_path / "data").glob("snapshots/*.jsonl"))
 
 
 def test_postgresql_table_is_pulled_night_by_night_each_row_once(tmp_path, postgres_url):
@@ -79,8 +145,8 @@ def test_postgresql_table_is_pulled_night_by_night_each_row_once(tmp_path, postg
     assert again["reused_snapshot"] and again["pulled"] == first["pulled"]
     for day in (DAY1, DAY2):
         expected = sample_logs.generate_day(5, day, (day - DAY1).days, 25, 0.5)
-        pulled = (tmp_path / f"data/raw/{day.isoformat()}.jsonl").read_text().splitlines()
-        assert sorted(pulled) == sorted(expected)  # the same lines, byte for byte, none twice
+        pulled = (tmp_path / f"data/snapshots/{day.isoformat()}.jsonl").read_text().splitlines()
+        assert sorted(pulled) == sorted(as_pulled(tmp_path, expected))  # each line once, redacted
 
 
 def test_postgresql_rows_logged_after_a_pull_go_to_the_next_night_only(tmp_path, postgres_url):
@@ -109,13 +175,13 @@ def test_postgresql_rows_logged_after_a_pull_go_to_the_next_night_only(tmp_path,
     engine.dispose()
 
     def pulled_ids(day):
-        lines = (tmp_path / f"data/raw/{day.isoformat()}.jsonl").read_text().splitlines()
+        lines = (tmp_path / f"data/snapshots/{day.isoformat()}.jsonl").read_text().splitlines()
         return [json.loads(line)["id"] for line in lines]
 
     assert first["pulled"] == len(day1_ids) and sorted(pulled_ids(DAY1)) == sorted(day1_ids)
     assert second["pulled"] == len(day2_ids) and sorted(pulled_ids(DAY2)) == sorted(day2_ids)
     assert again["reused_snapshot"] and again["pulled"] == second["pulled"]
-    record = json.loads((tmp_path / "data/raw/2026-01-06.jsonl").read_text().splitlines()[0])
+    record = json.loads((tmp_path / "data/snapshots/2026-01-06.jsonl").read_text().splitlines()[0])
     assert set(record) >= {"id", "timestamp", "messages"}  # the record itself, not the table row
     watermark = json.loads((tmp_path / "data/watermark.json").read_text())["timestamp"]
     assert watermark == day2_last
@@ -138,7 +204,7 @@ def write_lines(path, records):
 def snapshot_ids(tmp_path, day):
     from pipelines.records import parse_line
 
-    return [parse_line(l)["id"] for l in (tmp_path / f"data/raw/{day}.jsonl").read_bytes().splitlines()]
+    return [parse_line(l)["id"] for l in (tmp_path / f"data/snapshots/{day}.jsonl").read_bytes().splitlines()]
 
 
 def set_mtime(path, when: str):
@@ -160,7 +226,7 @@ def test_openai_fine_tuning_lines_get_a_content_id_and_their_file_time_and_are_p
 
     first = run(tmp_path, folder, DAY1)
     assert first["pulled"] == 2 and first["file_dated_records"] == 2
-    records = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-05.jsonl").read_bytes().splitlines()]
+    records = [parse_line(l) for l in (tmp_path / "data/snapshots/2026-01-05.jsonl").read_bytes().splitlines()]
     assert all(r["timestamp"] == "2026-01-05T12:00:00Z" for r in records)
     assert all(r["metadata"]["timestamp_from"] == "file_mtime" for r in records)
     assert [m["role"] for m in records[1]["messages"]] == ["user", "assistant"]
@@ -177,7 +243,7 @@ def test_openai_fine_tuning_lines_get_a_content_id_and_their_file_time_and_are_p
     set_mtime(ft, "2026-01-07T09:00:00Z")
     third = run(tmp_path, folder, dt.date(2026, 1, 7))
     assert third["pulled"] == 1
-    [added] = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-07.jsonl").read_bytes().splitlines()]
+    [added] = [parse_line(l) for l in (tmp_path / "data/snapshots/2026-01-07.jsonl").read_bytes().splitlines()]
     assert added["messages"][0]["content"] == "Can I pay by invoice?"
     assert added["timestamp"] == "2026-01-07T09:00:00Z"
 
@@ -195,15 +261,13 @@ def test_future_timestamps_stay_in_the_source_and_never_move_the_watermark_past_
     write_lines(folder / "log.jsonl", [chat(1, "2026-01-06T10:00:00Z"), chat(2, "2026-01-06T18:00:00Z"),
                                        chat(3, "2027-01-06T00:00:00Z")])  # a wrong clock upstream
     source = SourceParams(str(folder), "interactions", 1000)
-    paths = dict(raw_dir=tmp_path / "data/raw", watermark_file=tmp_path / "data/watermark.json",
-                 cycle_file=tmp_path / "data/cycle.yaml")
-
-    noon = ingest.run(source, DAY2, now=dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc), **paths)
+    noon = ingest.run(source, REDACT, DAY2, now=dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc),
+                      **paths(tmp_path))
     assert noon["pulled"] == 1 and noon["future_records"] == 2
     assert noon["watermark"] == "2026-01-06T10:00:00Z"  # not 2027: 18:00 is still to be pulled
 
-    next_night = ingest.run(source, dt.date(2026, 1, 7),
-                            now=dt.datetime(2026, 1, 8, 3, tzinfo=dt.timezone.utc), **paths)
+    next_night = ingest.run(source, REDACT, dt.date(2026, 1, 7),
+                            now=dt.datetime(2026, 1, 8, 3, tzinfo=dt.timezone.utc), **paths(tmp_path))
     assert next_night["pulled"] == 1 and next_night["future_records"] == 1
     assert snapshot_ids(tmp_path, "2026-01-07") == ["c2"]
     assert next_night["watermark"] == "2026-01-06T18:00:00Z"
@@ -218,8 +282,7 @@ def test_the_night_ends_at_midnight_on_the_schedules_clock_not_utc(tmp_path):
     later = dt.datetime(2026, 1, 9, tzinfo=dt.timezone.utc)
     for zone, night in (("America/New_York", ["c1", "c2"]), ("UTC", ["c1"])):
         root = tmp_path / zone.replace("/", "-")
-        ingest.run(source, DAY2, now=later, timezone=zone, raw_dir=root / "data/raw",
-                   watermark_file=root / "data/watermark.json", cycle_file=root / "data/cycle.yaml")
+        ingest.run(source, REDACT, DAY2, now=later, timezone=zone, **paths(root))
         assert snapshot_ids(root, DAY2.isoformat()) == night, zone
 
 
@@ -251,7 +314,7 @@ def test_duplicate_ids_in_the_source_are_pulled_and_counted_as_duplicates(tmp_pa
                    chat(4, "2026-01-05T11:01:00Z")])  # logged twice
     pulled = run(tmp_path, folder, DAY1)["pulled"]
     assert pulled == 12  # ingest keeps everything; the dataset stage decides
-    clean = [parse_line(l) for l in (tmp_path / "data/raw/2026-01-05.jsonl").read_bytes().splitlines()]
+    clean = [parse_line(l) for l in (tmp_path / "data/snapshots/2026-01-05.jsonl").read_bytes().splitlines()]
     write_jsonl(tmp_path / "clean.jsonl", clean)
     report = dataset.run(params.dataset, params.replay, params.seed, "2026-01-05",
                          tmp_path / "clean.jsonl", tmp_path / "none.jsonl", tmp_path / "out")
@@ -286,7 +349,7 @@ def test_a_file_gone_mid_read_writes_no_snapshot_and_keeps_the_watermark(tmp_pat
     with pytest.raises(ingest.SourceError, match="disappeared.*watermark has not moved.*run the cycle again"):
         run(tmp_path, folder, DAY2)
     assert (tmp_path / "data/watermark.json").read_bytes() == watermark
-    assert sorted(p.name for p in (tmp_path / "data/raw").iterdir()) == ["2026-01-05.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "data/snapshots").glob("*.jsonl")) == ["2026-01-05.jsonl"]
 
 
 def test_a_database_failing_in_the_middle_of_a_chunked_read_writes_nothing(tmp_path):
@@ -307,11 +370,10 @@ def test_a_database_failing_in_the_middle_of_a_chunked_read_writes_nothing(tmp_p
     source = SourceParams(f"sqlite:///{db}", "interactions", 100)
     progress = []
     with pytest.raises(ingest.SourceError, match="malformed.*watermark has not moved"):
-        ingest.run(source, DAY1, raw_dir=tmp_path / "data/raw", log=progress.append,
-                   watermark_file=tmp_path / "data/watermark.json", cycle_file=tmp_path / "data/cycle.yaml")
+        ingest.run(source, REDACT, DAY1, log=progress.append, **paths(tmp_path))
     assert progress, "the read should have failed after some chunks, not before the first"
     assert not (tmp_path / "data/watermark.json").exists()
-    assert not list((tmp_path / "data/raw").iterdir())  # no snapshot, no partial one
+    assert not list((tmp_path / "data/snapshots").iterdir())  # no snapshot, no partial one
 
 
 def test_a_missing_sqlite_database_is_an_error_and_is_not_created(tmp_path):
@@ -356,7 +418,7 @@ def test_source_down_fails_the_cycle_after_retries_alerts_and_keeps_the_watermar
     receiver.server.shutdown()
 
     assert (ws / "data/watermark.json").read_bytes() == before
-    assert not (ws / "data/raw/2026-01-05.jsonl").exists()
+    assert not (ws / "data/snapshots/2026-01-05.jsonl").exists()
     summary = json.loads((ws / "reports/summary.json").read_text())
     assert summary["status"] == "failed" and summary["failed_stage"] == "ingest"
     [alert] = receiver.received

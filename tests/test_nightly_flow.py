@@ -4,6 +4,7 @@ in a fresh workspace on tiny data: two nights, the second training from the firs
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -54,6 +55,39 @@ def test_every_record_pulled_is_accounted_for(two_cycles):
         assert acc["quarantined"] >= 4 and acc["duplicates"] >= 1
     written = json.loads((ws / "reports/summary.json").read_text())
     assert written["cycle"] == "2026-01-06" and written["status"] == "succeeded"
+
+
+def test_no_personal_value_of_the_source_logs_rests_anywhere_but_the_source(two_cycles):
+    """Files, DVC cache and remote, the MLflow store and artifacts, every git object and Prefect's
+    database, after two real cycles: none holds a name, email, phone, card, IBAN, key, address or
+    user id of the logs. Single name parts are looked for where records rest (data, quarantine,
+    reports, DVC objects, the stores): the project's own code lists them for its sample generator."""
+    import datetime as dt
+    import re
+
+    from prefect.settings import get_current_settings
+
+    ws, _, _ = two_cycles
+    values = sample_logs.personal_values(dt.date(2026, 1, 5), 2, 40, 7, 0.8)
+    words = {v for v in values if v.isalpha()}
+    whole = values - words
+    assert len(words) > 10 and len(whole) > 50
+
+    prefect_db = Path(get_current_settings().server.database.connection_url.get_secret_value()
+                      .split("///")[-1])
+    stores = [f for f in ws.rglob("*") if f.is_file() and f.relative_to(ws).parts[0] not in
+              ("logs", ".git", "pipelines")]
+    stores += [f for f in prefect_db.parent.glob(prefect_db.name + "*")]
+    assert any(f.name == "mlflow.db" for f in stores) and any("dvc-remote" in f.parts for f in stores)
+    git_objects = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], cwd=ws,
+                                 capture_output=True, check=True).stdout
+    found = []
+    for f in stores:
+        data = f.read_bytes()
+        found += [(str(f), v) for v in values
+                  if re.search(rb"(?<![A-Za-z])" + re.escape(v.encode()) + rb"(?![A-Za-z])", data)]
+    found += [("git", v) for v in whole if v.encode() in git_objects]
+    assert found == []
 
 
 def test_malformed_records_land_in_quarantine_with_reasons_and_the_cycle_goes_on(two_cycles):

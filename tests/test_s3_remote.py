@@ -60,7 +60,7 @@ def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp
     write_tiny_params(ws / "params.yaml", **{"version.remote": "s3",
                                              "version.remote_url": f"s3://{BUCKET}/nightshift",
                                              "version.endpoint_url": s3_endpoint})
-    snapshot = ws / "data/raw/2026-01-05.jsonl"
+    snapshot = ws / "data/snapshots/2026-01-05.jsonl"
     snapshot.parent.mkdir(parents=True)
     snapshot.write_bytes(b'{"id": "a", "messages": [{"role": "user", "content": "hi \xc3\xa9"}]}\n')
     wsp.dvc(ws, "add", "-q", str(snapshot.relative_to(ws)))
@@ -72,7 +72,7 @@ def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp
     assert any(k.endswith(md5[2:]) for k in keys), keys
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
-    assert not (clone / "data/raw/2026-01-05.jsonl").exists()
+    assert not (clone / "data/snapshots/2026-01-05.jsonl").exists()
     # The default remote, as on a new machine; the .dvc files (no stage of dvc.yaml has run here).
     tracked = sorted(clone.rglob("*.jsonl.dvc"))
     fetched = wsp.dvc(clone, "pull", *(str(f.relative_to(clone)) for f in tracked))

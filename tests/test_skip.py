@@ -78,6 +78,6 @@ def test_a_night_below_the_threshold_is_skipped_with_its_records_accounted_and_v
     # The cycle is a commit holding the snapshot; its learnable records wait in the replay buffer.
     log = subprocess.run(["git", "log", "--format=%s"], cwd=ws, capture_output=True, text=True).stdout
     assert log.splitlines()[:2] == ["nightshift cycle 2026-01-06", "nightshift cycle 2026-01-05"]
-    assert (ws / "data/raw/2026-01-06.jsonl.dvc").exists()
+    assert (ws / "data/snapshots/2026-01-06.jsonl.dvc").exists()
     buffer = (ws / "data/dataset/buffer.jsonl").read_text().splitlines()
     assert len(buffer) > 0 and all(json.loads(r)["_cycle"] == "2026-01-06" for r in buffer)

@@ -273,9 +273,8 @@ def test_the_command_exits_non_zero_with_the_reason_on_a_rejected_batch(tmp_path
 
     from tests.conftest import write_tiny_params
 
-    (tmp_path / "redacted").mkdir()
-    write_jsonl(tmp_path / "redacted/records.jsonl", [good(i) for i in range(12)])
-    out = subprocess.run([sys.executable, "-m", "pipelines.validate", str(tmp_path / "redacted"),
+    write_jsonl(tmp_path / "snapshot.jsonl", [good(i) for i in range(12)])
+    out = subprocess.run([sys.executable, "-m", "pipelines.validate", str(tmp_path / "snapshot.jsonl"),
                           str(tmp_path / "out"), "--cycle", CYCLE, "--params",
                           str(write_tiny_params(tmp_path / "params.yaml", **{"validate.max_records": 10})), "--data-docs",
                           str(tmp_path / "docs")], capture_output=True, text=True, cwd=ROOT)
