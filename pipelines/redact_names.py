@@ -1,0 +1,473 @@
+"""Person names and places in chat text: what a news-trained NER model misses there, and what it
+takes for a name there by mistake.
+
+Two recognizers for pipelines/redact.py, both reading the spaCy doc the NLP engine made (so nothing
+is parsed twice), and one pass over the analyzer's results:
+- `NerNameRecognizer`: the NER model's PERSON and LOCATION spans (spaCy's, or a transformers
+  model's through Presidio's TransformersNlpEngine), checked against what product and tool names
+  look like in support chat ("Docker image", "Safari on macOS", "Windows Defender": a word of the
+  dictionary, a tool-shaped token, a name used as a modifier of a noun) and completed over a
+  surname the model left out;
+- `ChatNameRecognizer`: the shapes of chat text the model misses: self-introductions ("I'm ...",
+  "my name is ...", "this is ... from ..."), greetings and sign-offs ("Hi ...,", "Thanks, ...",
+  "Cheers,\\n..."), titles ("Dr. ..."), people named by their relation ("my colleague ..."), names
+  told or asked ("ask ..."), lower-case names, @handles; and first names of the gazetteer anywhere;
+- `refine`: PERSON spans that touch are merged, and every PERSON span is extended over the name
+  words around it, so a name the NER split into pieces does not leave its surname behind.
+
+The first-name and surname gazetteer is Faker's name lists for all its locales (about 21,000
+first names and 24,000 surnames in Latin script, of many origins), read from the installed package:
+nothing is downloaded. A name word is only taken where the context says it is a name, or where
+the word is a known first name and not a dictionary word used as one (the spaCy pipeline's own
+lemma tables are the dictionary).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import re
+
+from presidio_analyzer import LocalRecognizer, RecognizerResult
+
+from spacy.lang.en.stop_words import STOP_WORDS
+
+NAME_SCORE = 0.85  # as Presidio's NER recognizers score a span: above any useful threshold
+
+# One word of a name: letters, with inner apostrophes or hyphens (O'Connor, Jean-Luc, D'Angelo).
+WORD = r"[^\W\d_](?:[^\W\d_]|['’](?!(?:s|t|d|m|ll|re|ve)\b)(?=[^\W\d_])|-(?=[^\W\d_]))*"
+WORD_RE = re.compile(WORD)
+CONTRACTION = re.compile(r"['’](?:ll|re|ve|d|s|t|m)$")
+TITLES = ("mr mrs ms miss mx dr doctor prof professor sir dame madam madame lady lord señor señora "
+          "senor senora sr sra srta herr frau mme mlle monsieur rev reverend father sister brother "
+          "captain capt lieutenant lt sergeant sgt officer judge coach uncle aunt auntie").split()
+TITLE = r"(?:" + "|".join(TITLES) + r")\.?"
+# Who someone is to the writer: "my colleague Tariq", "our designer Paloma".
+RELATIONS = ("friend colleague coworker co-worker boss manager supervisor teammate partner wife "
+             "husband son daughter mother mom mum father dad brother sister cousin uncle aunt niece "
+             "nephew grandson granddaughter grandmother grandfather grandma grandpa granny "
+             "neighbour neighbor landlord landlady tenant teacher student assistant accountant "
+             "lawyer doctor physio therapist boyfriend girlfriend fiancé fiancée fiance fiancee "
+             "buddy mate roommate flatmate client customer guy girl lady man woman kid child "
+             "stepson stepdaughter designer developer admin founder ceo cto cfo intern").split()
+# Verbs and phrases after which a name is the one told, asked or written to.
+ADDRESSED = (r"(?:tell|ask|asked|told|telling|asking|ping|pinged|cc|thank|thanks|thx|"
+             r"remind|reminded|email|emailed|message|messaged|text|texted|call|called|"
+             r"talked to|talk to|spoke to|spoke with|speak to|speak with|spoken to|chatted with|"
+             r"forward(?:ed)? (?:this |it )?to|sent (?:this |it )?to|send (?:this |it )?to|"
+             r"named|called|by the name of|on behalf of|signed by|sent by|approved by|"
+             r"from:|to:|cc:|attn:?|c/o)")
+# The openings of a self-introduction ("It's Tunde.", "my name is tomasz nowak"); a few
+# languages besides English, since users write in theirs.
+INTRO_STRONG = (r"(?:my name is|my name's|my names|name's|i am|i'm|im|call me|me llamo|"
+                r"je m'appelle|je suis|ich bin|ich heiße|soy|sono|mi chiamo|tady|jestem)")
+INTRO_WEAK = r"(?:this is|it's|its|it is|here's|here is)"
+GREETINGS = (r"(?:hi|hii+|hey|heya|hiya|hello|helo|dear|morning|good morning|good afternoon|"
+             r"good evening|good night|greetings|yo|howdy|hola|bonjour|hallo|ciao|ahoj|salut|"
+             r"thanks|thank you|thank u|thx|ty|ta|cheers|merci|danke|gracias|grazie|obrigad[oa]|"
+             r"sorry|ok|okay|sure|sure thing|bless you|welcome|congrats|congratulations|"
+             r"bye|goodbye|see you|later|love you|miss you|hugs)")
+SIGNOFFS = (r"(?:thanks|thank you|thanks again|thanks in advance|thanks so much|thanks a lot|"
+            r"thanks a million|many thanks|much appreciated|appreciated|cheers|best|best regards|"
+            r"best wishes|kind regards|kindest regards|warm regards|warmest regards|regards|warmly|"
+            r"sincerely|yours|yours truly|yours sincerely|yours faithfully|all the best|talk soon|"
+            r"speak soon|take care|love|xoxo|xx|ta|thx|vielen dank|danke|merci|gracias|saludos|"
+            r"un saludo|grazie|cordialement|mit freundlichen grüßen|lg|br|rgds)")
+# Words that are never a name after a greeting or in a sign-off line, though capitalised there.
+NOT_A_NAME = set("""team all everyone everybody folks guys there again so for in from to the a an
+support customer service success sales billing help desk staff crew people friends you ya y'all
+yall sir madam mate buddy man dude again again! morning evening afternoon night day week
+""".split())
+HANDLE_RE = re.compile(r"(?<![\w@.])@([A-Za-z][A-Za-z0-9_]*(?:[.\-][A-Za-z0-9_]+)*)(?![\w(/@])")
+# @mentions that address a group, and decorators or annotations of code.
+NOT_A_HANDLE = set("""here channel everyone all team group admin admins property staticmethod
+classmethod dataclass abstractmethod override Override Test Before After BeforeEach AfterEach
+Autowired Component Service Controller Entity Bean Inject Input Output Injectable NgModule
+Deprecated deprecated SuppressWarnings FunctionalInterface param return returns throws see since
+author type types media import charset font-face keyframes apply tailwind lru_cache cache
+cached_property wraps fixture pytest app router route click mark""".split())
+USERNAME_RE = re.compile(r"(?i:\b(?:user(?:name)?|user name|login|handle|account)\s*[:=]?\s*)"
+                         r"['\"`“‘]([A-Za-z][A-Za-z0-9_.\-]{2,30})['\"`”’]")
+
+
+@functools.lru_cache(maxsize=1)
+def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
+    """(first names, surnames), lower-cased, from Faker's person providers of every locale."""
+    import faker.providers.person as person
+
+    first: set[str] = set()
+    last: set[str] = set()
+    for module in pkgutil.iter_modules(person.__path__):
+        provider = getattr(importlib.import_module(f"{person.__name__}.{module.name}"), "Provider", None)
+        for attr in dir(provider) if provider else ():
+            value = getattr(provider, attr)
+            if not isinstance(value, (tuple, list, dict, set, frozenset)):
+                continue
+            names = [n for n in value if isinstance(n, str)]
+            if attr.startswith(("first_names", "first_romanized_names")):
+                first.update(names)
+            elif attr.startswith(("last_names", "last_romanized_names")):
+                last.update(names)
+    latin = re.compile(r"[A-Za-zÀ-ɏ'’\-]+")
+    return (frozenset(n.lower() for n in first if latin.fullmatch(n)),
+            frozenset(n.lower() for n in last if latin.fullmatch(n)))
+
+
+@functools.lru_cache(maxsize=4)
+def dictionary(nlp) -> tuple[frozenset[str], frozenset[str]]:
+    """The spaCy pipeline's English words, lower-cased: (all of them, those that are not only a
+    noun). From its lemmatizer's index (WordNet's lemmas, which count famous people and places
+    among the nouns: "xavier", "carlos") and its stop words."""
+    words = set(nlp.Defaults.stop_words)
+    not_nouns = set(words)
+    if "lemmatizer" in nlp.pipe_names:
+        lookups = nlp.get_pipe("lemmatizer").lookups
+        if lookups.has_table("lemma_index"):
+            index = lookups.get_table("lemma_index")
+            for pos in ("noun", "verb", "adj", "adv"):
+                lemmas = [w for w in index.get(pos, []) if "_" not in w]
+                words.update(lemmas)
+                if pos != "noun":
+                    not_nouns.update(lemmas)
+    return frozenset(words), frozenset(not_nouns)
+
+
+class Words:
+    """What is known about the words of one text: dictionary, gazetteer, the tagger's tags."""
+
+    def __init__(self, text: str, doc, first: frozenset[str], last: frozenset[str],
+                 words: tuple[frozenset[str], frozenset[str]]):
+        self.text, self.doc = text, doc
+        self.first, self.last = first, last
+        self.words, self.not_nouns = words
+        # Spans the NER model read as dates and times ("April", "Friday"): no one's name.
+        self.dates = [(e.start_char, e.end_char) for e in getattr(doc, "ents", ())
+                      if e.label_ in ("DATE", "TIME", "DATE_TIME")]
+        self.stop = STOP_WORDS
+        self.tokens = {t.idx: t for t in doc} if doc is not None else {}
+        letters = [c for c in text if c.isalpha()]
+        # Text typed in lower case: names in it are lower case too.
+        self.lowercase = bool(letters) and sum(c.isupper() for c in letters) <= len(letters) // 40
+
+    def token(self, start: int):
+        return self.tokens.get(start)
+
+    def is_word(self, word: str, words: frozenset[str] | None = None) -> bool:
+        """In the dictionary, as it is or inflected ("settings", "logged")."""
+        words = self.words if words is None else words
+        w = word.lower()
+        if w in words:
+            return True
+        for suffix, repl in (("s", ""), ("es", ""), ("ies", "y"), ("ing", ""), ("ed", ""),
+                             ("ed", "e"), ("ing", "e")):
+            if w.endswith(suffix) and len(w) - len(suffix) > 2 and w[:-len(suffix)] + repl in words:
+                return True
+        return False
+
+    def is_common(self, word: str) -> bool:
+        """A word of the language rather than a name: a verb, adjective or adverb ("bill",
+        "grace", "hope"), or a noun that is no known first name ("safari", "java")."""
+        return self.is_word(word, self.not_nouns) or (self.is_word(word) and word.lower() not in self.first)
+
+    def in_date(self, start: int) -> bool:
+        return any(s <= start < e for s, e in self.dates)
+
+    def known(self, word: str) -> bool:
+        w = word.lower()
+        return w in self.first or w in self.last
+
+    def capitalised(self, word: str) -> bool:
+        """Written as a name is: Capitalised, or McX/MacX/O'X/D'X, not ALL CAPS, no inner caps."""
+        if not word[0].isupper() or (len(word) > 1 and word.isupper()):
+            return False
+        rest = re.sub(r"^(?:Mc|Mac|O['’]|D['’]|De|Di|Da|La|Le|Van|Von|Al-|El-)", "", word)
+        return all(not c.isupper() for part in re.split(r"[-'’]", rest) for c in part[1:])
+
+    def nameish(self, word: str, strong: bool, whole: bool = False) -> bool:
+        """Could `word` be (part of) a name here? `strong`: the context says a name is here;
+        `whole`: it says that this word, and the words after it up to the line's end, are one."""
+        w = word.lower()
+        if w in NOT_A_NAME or w in TITLES or len(w) < 2 or CONTRACTION.search(w) or w in self.stop:
+            return False
+        if self.capitalised(word):
+            if strong:
+                return self.known(w) or not self.is_word(w)
+            return w in self.first
+        if word.islower() and strong:
+            return (self.known(w) and not self.is_common(w)) or (whole and not self.is_word(w))
+        if word.islower() and self.lowercase:
+            return w in self.first and not self.is_word(w)
+        return False
+
+    def tag(self, start: int) -> str:
+        t = self.token(start)
+        return t.tag_ if t is not None else ""
+
+    def followed_by_common_noun(self, end: int) -> bool:
+        """The span is used as the modifier of a noun ("Docker image", "Ruby gems") or joined
+        into a compound ("Carter-style"): a product or tool, not a person."""
+        rest = self.text[end:]
+        if re.match(r"-[a-z]", rest):
+            return True
+        m = re.match(r" ([a-z][a-z]+)\b", rest)
+        if not m:
+            return False
+        t = self.token(end + 1)
+        if t is None:
+            return False
+        return t.tag_ in ("NN", "NNS")
+
+    def after_article(self, start: int) -> bool:
+        """Preceded by an article or a possessive: "the Jira webhook", "our Premium plan"."""
+        return bool(re.search(r"\b(?:the|a|an|this|that|these|those|my|our|your|their)[ \t]+$",
+                              self.text[:start], re.IGNORECASE))
+
+    def extend(self, start: int, end: int) -> tuple[int, int]:
+        """Grow a PERSON span over the name words right before and after it on the same line."""
+        while True:
+            m = re.match(r"(?:[ \t]|-)(" + WORD + r")", self.text[end:])
+            if not m or not self.surname_like(m.group(1), end + m.start(1)):
+                break
+            end += m.end()
+        while True:
+            m = re.search(r"(" + WORD + r")[ \t]$", self.text[:start])
+            if not m or not self.surname_like(m.group(1), m.start(1)) or self.is_common(m.group(1)):
+                break
+            start = m.start(1)
+        return start, end
+
+    def surname_like(self, word: str, start: int | None = None) -> bool:
+        """Could `word` (at `start`, where known) be a later part of a name?"""
+        w = word.lower()
+        if w in TITLES or w in NOT_A_NAME or len(w) < 2:
+            return False
+        if self.capitalised(word):
+            return (w in self.last or w in self.first or not self.is_common(w)
+                    or (start is not None and self.tag(start) in ("NNP", "NNPS")
+                        and not self.is_word(w, self.not_nouns)))
+        return self.lowercase and w in self.last and not self.is_common(w)
+
+
+def words_for(text: str, nlp_artifacts) -> Words:
+    doc = nlp_artifacts.tokens if nlp_artifacts is not None else None
+    nlp = getattr(doc, "lang_", None) and _nlp_of(nlp_artifacts)
+    first, last = gazetteer()
+    return Words(text, doc, first, last, dictionary(nlp) if nlp is not None else frozenset())
+
+
+def _nlp_of(nlp_artifacts):
+    engine, language = nlp_artifacts.nlp_engine, nlp_artifacts.tokens.lang_
+    try:
+        return engine.get_nlp(language)
+    except (AttributeError, KeyError):
+        return None
+
+
+def _result(entity: str, start: int, end: int, score: float, recognizer) -> RecognizerResult:
+    return RecognizerResult(entity_type=entity, start=start, end=end, score=score,
+                            recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: recognizer.name,
+                                                  RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: recognizer.id})
+
+
+class NerNameRecognizer(LocalRecognizer):
+    """The NER model's entities (any Presidio NLP engine's), with PERSON and LOCATION spans checked
+    against the shapes of product and tool names and PERSON spans extended over a left-out surname."""
+
+    def __init__(self, supported_language: str, supported_entities: list[str]):
+        super().__init__(supported_entities=supported_entities, supported_language=supported_language,
+                         name="NerNameRecognizer")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if nlp_artifacts is None:
+            return []
+        words = words_for(text, nlp_artifacts)
+        results = []
+        for ent, score in zip(nlp_artifacts.entities, nlp_artifacts.scores):
+            label = ent.label_
+            if label not in entities or label not in self.supported_entities:
+                continue
+            start, end = ent.start_char, ent.end_char
+            if label == "PERSON":
+                if not plausible_person(words, start, end):
+                    continue
+                start, end = words.extend(start, end)
+            elif label == "LOCATION" and not plausible_place(words, start, end):
+                continue
+            results.append(_result(label, start, end, score, self))
+        return results
+
+
+def plausible_person(words: Words, start: int, end: int) -> bool:
+    """A PERSON span of the model, unless it is written or used as a product or tool name is."""
+    span = words.text[start:end]
+    tokens = WORD_RE.findall(span)
+    if not tokens or re.search(r"[\d_/\\<>{}\[\]=]|\.\w", span):
+        return False
+    if words.followed_by_common_noun(end) or words.after_article(start):
+        return False
+    if not all(words.capitalised(t) or (t.islower() and words.lowercase) or t.lower() in
+               ("van", "von", "de", "der", "den", "da", "di", "du", "del", "la", "le", "bin", "al",
+                "el", "ibn", "y", "dos", "das", "ó", "ní", "mac", "ter", "ten")
+               for t in tokens):
+        return False
+    names = [t for t in tokens if len(t) > 1]
+    if not names or words.tag(start) in ("VB", "VBP", "MD"):
+        return False  # "Bill me annually", "Mark the ticket"
+    if any(t.lower() in words.first and not words.is_common(t) for t in names):
+        return True
+    if all(words.is_common(t) and not words.known(t) for t in names):
+        return False  # "Developer Mode", "Merry Christmas": dictionary words only
+    if len(names) == 1 and (words.is_common(names[0]) or not words.known(names[0])):
+        return False  # "Java", "Safari", "Settings"; "Grafana", "Firefox": one word, no known name
+    if len(names) == 1 and words.is_word(names[0]) and words.tag(start) not in ("NNP", "NNPS"):
+        return False  # "Hunter green": a word, and a name only where the tagger reads a proper noun
+    if len(names) > 1 and words.is_common(names[-1]) and not words.known(names[-1]):
+        return False  # "Windows Defender", "Adobe Acrobat", "Nintendo Switch"
+    return True
+
+
+def weak_name_ok(words: Words, start: int, end: int) -> bool:
+    """A known first name found with no context: a name if it is not used as a word here (a
+    verb, "Bill me"; a modifier, "Ruby gems"; a date, "April"), and, if it is also a word of the
+    language, only where the tagger reads it as a proper noun ("Grace period" is not)."""
+    if words.in_date(start) or words.followed_by_common_noun(end) or re.match(r"-[A-Za-z]", words.text[end:]):
+        return False
+    before = re.search(rf"({WORD})[ \t]+$", words.text[:start])
+    if before and words.capitalised(before.group(1)) and words.is_common(before.group(1)) \
+            and not re.search(r"(?:^|[.!?:\n])\s*$", words.text[:before.start()]):
+        return False  # the second word of a product's name: "the Echo Dot", "Galaxy Tab"
+    tag = words.tag(start)
+    if tag in ("VB", "VBP", "VBD", "VBZ", "VBG", "MD", "RB", "IN", "DT", "UH", "PRP", "CC"):
+        return False
+    if not words.is_word(words.text[start:end]):
+        return True
+    # A word of the dictionary too ("Grace", "Jasper", "Patience"): a proper noun, not after an
+    # article ("the Echo"), not the first word of a capitalised phrase ("Rose Gold", "Merry Christmas").
+    after = re.match(rf"[ \t]+({WORD})", words.text[end:])
+    return (tag in ("NNP", "NNPS") and not words.after_article(start)
+            and not (after and words.capitalised(after.group(1)) and words.is_common(after.group(1))))
+
+
+def plausible_place(words: Words, start: int, end: int) -> bool:
+    span = words.text[start:end]
+    if re.search(r"[\d_/\\<>{}\[\]=]|\.\w", span) or (span.isupper() and len(span) <= 3):
+        return False  # code, and country codes (UK, EU) that identify nobody
+    if not words.capitalised((WORD_RE.findall(span) or ["x"])[0]):
+        return False
+    if words.tag(start) in ("VB", "VBP", "MD", "RB", "IN", "DT", "UH", "PRP"):
+        return False
+    names = WORD_RE.findall(span)
+    if len(names) == 1 and words.is_word(names[0], words.not_nouns):
+        return False  # "Delete", "React", "Billing": a verb or adjective, not a place
+    return True
+
+
+class ChatNameRecognizer(LocalRecognizer):
+    """Names in the shapes of chat text (see the module's docstring)."""
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_entities=["PERSON"], supported_language=supported_language,
+                         name="ChatNameRecognizer")
+        flags = re.IGNORECASE | re.MULTILINE
+        seq = rf"((?:{WORD}|[A-Z]\.)(?:[ \t]+(?:{WORD}|[A-Z]\.|&))*)"
+        # (pattern, strong, whole): each captures a sequence of words that starts with a name.
+        # strong: the context says a name is there; whole: the sequence is the name, all of it
+        # (it ends where a greeting or signature line ends), else the name is its first words.
+        self.patterns = [
+            (re.compile(rf"\b{TITLE}[ \t]+(?={seq})", flags), True, False),
+            (re.compile(rf"\b{INTRO_STRONG}[ \t]+(?:{TITLE}[ \t]+)?(?={seq})", flags), True, False),
+            (re.compile(rf"\b{INTRO_WEAK}[ \t]+(?:{TITLE}[ \t]+)?{seq}(?=[ \t]*(?:[,.!;:?\n—–-]|$|"
+                        rf"from\b|here\b|again\b|calling\b|speaking\b|writing\b|and\b|with\b|of\b))",
+                        flags), True, False),
+            (re.compile(rf"^[ \t]*{GREETINGS}[ \t]*[,!]?[ \t]+(?:{TITLE}[ \t]+)?{seq}"
+                        rf"(?=[ \t]*(?:[,.!;:?\n—–-]|$|x\b))", flags), True, True),
+            (re.compile(rf"^[ \t]*{SIGNOFFS}[ \t]*[,!.]*[ \t]*(?:\n[ \t]*|[ \t]+)(?:[-–—~][ \t]*)?"
+                        rf"{seq}[ \t]*[.!]*(?:[ \t]+x+)?[ \t]*$", flags), True, True),
+            (re.compile(rf"(?:^|[\s,;])[-–—~][ \t]*{seq}[ \t]*$", flags), True, True),
+            (re.compile(rf"(?:^|[.!?,][ \t]+|^[ \t]*{GREETINGS}[ \t]*[,!.]*[ \t]+){seq}[ \t]+here\b",
+                        flags), True, True),
+            (re.compile(rf"^[ \t]*{seq}[ \t]*,[ \t]+(?=(?:can|could|would|will|please|are|did|do|"
+                        rf"have|is|any|i|we|you|thanks|thank|sorry|just|hope|let)\b)", flags), True, True),
+            (re.compile(rf",[ \t]*(?:{TITLE}[ \t]+)?{seq}[ \t]*[.!?]*[ \t]*$", flags), True, True),
+            (re.compile(rf"\b(?:my|our|your|his|her|their|a)[ \t]+(?:[a-z]+[ \t]+)?"
+                        rf"(?:{'|'.join(RELATIONS)})s?[ \t]*,?[ \t]+(?:(?:named|called)[ \t]+)?"
+                        rf"(?:{TITLE}[ \t]+)?(?={seq})", flags), True, False),
+            (re.compile(rf"\b{ADDRESSED}[ \t]+(?:{TITLE}[ \t]+)?(?={seq})", flags), True, False),
+            (re.compile(rf"\b({WORD})\b"), False, False),
+        ]
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if "PERSON" not in entities:
+            return []
+        words = words_for(text, nlp_artifacts)
+        spans: list[tuple[int, int]] = []
+        for pattern, strong, whole in self.patterns:
+            for m in pattern.finditer(text):
+                spans.extend(self._names(words, m.group(1), m.start(1), strong, whole))
+        for m in HANDLE_RE.finditer(text):
+            if m.group(1) not in NOT_A_HANDLE and m.group(1).lower() not in NOT_A_HANDLE:
+                spans.append((m.start(), m.end()))
+        for m in USERNAME_RE.finditer(text):
+            if not words.is_common(m.group(1)):
+                spans.append(m.span(1))
+        spans = [words.extend(s, e) for s, e in spans]
+        return [_result("PERSON", s, e, NAME_SCORE, self) for s, e in sorted(set(spans))]
+
+    @staticmethod
+    def _names(words: Words, seq: str, offset: int, strong: bool, whole: bool) -> list[tuple[int, int]]:
+        """The name in a captured word sequence: its first word must be name-like, then as many
+        following words as are surname-like ("&" or "and" starts a second name). `whole`: every
+        word of the sequence must be part of a name, or there is none."""
+        out = []
+        parts = list(re.finditer(rf"[A-Z]\.|{WORD}|&", seq))
+        i = 0
+        while i < len(parts):
+            word = parts[i].group()
+            initial = re.fullmatch(r"[A-Z]\.", word)
+            if not (initial or words.nameish(word, strong, whole)):
+                break
+            if not strong and not weak_name_ok(words, offset + parts[i].start(), offset + parts[i].end()):
+                break
+            start, end = parts[i].start(), parts[i].end()
+            i += 1
+            while i < len(parts) and (words.surname_like(parts[i].group(), offset + parts[i].start()) or whole and (
+                    words.capitalised(parts[i].group()) and parts[i].group().lower() not in NOT_A_NAME
+                    and parts[i].group().lower() not in words.stop)):
+                end = parts[i].end()
+                i += 1
+            if not initial or end > parts[i - 1].start() > start:
+                out.append((offset + start, offset + end))
+            if not strong:
+                break
+            if i < len(parts) and parts[i].group().lower() in ("and", "&"):
+                i += 1
+                continue
+            break
+        if whole and i < len(parts):
+            return []
+        return out
+
+
+def refine(text: str, results: list) -> list:
+    """Merge PERSON spans that overlap or touch (only spaces or a hyphen between), and drop any
+    other NER type that a PERSON span covers."""
+    people = sorted((r for r in results if r.entity_type == "PERSON"), key=lambda r: (r.start, -r.end))
+    merged: list = []
+    for r in people:
+        if merged and r.start <= merged[-1].end + 1 and re.fullmatch(r"[ \t-]*", text[merged[-1].end:r.start]):
+            last = merged[-1]
+            last.end = max(last.end, r.end)
+            last.score = max(last.score, r.score)
+        else:
+            merged.append(r)
+    others = [r for r in results if r.entity_type != "PERSON"
+              and not (r.entity_type in ("LOCATION", "ORGANIZATION", "NRP")
+                       and any(p.start <= r.start and r.end <= p.end for p in merged))]
+    return others + merged
