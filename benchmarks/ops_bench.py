@@ -161,7 +161,8 @@ def last_vs_second(nights: list[dict]) -> dict:
             "per_stage": {s: [second["timings"].get(s), last["timings"].get(s)] for s in stages}}
 
 
-STAGES = ["ingest", "redact", "validate", "dataset", "drift", "train", "evaluate"]
+# ingest includes redaction: it redacts each record as it pulls it.
+STAGES = ["ingest", "validate", "dataset", "drift", "train", "evaluate"]
 
 
 def timed(fn, *args, **kwargs) -> tuple[object, float]:
@@ -185,7 +186,7 @@ def bench_stages(args) -> dict:
     use the tiny default architecture (a quickly pre-trained one: the same shape, so the same
     tokens/s) and run up to --train-up-to; above it they are extrapolated from tokens.
     """
-    from pipelines import base_model, dataset, drift, evaluate, ingest, redact, train, validate
+    from pipelines import base_model, dataset, drift, evaluate, ingest, train, validate
     from pipelines import params as params_mod
     from pipelines.records import read_jsonl, write_jsonl
 
@@ -215,10 +216,11 @@ def bench_stages(args) -> dict:
         seconds: dict[str, float] = {}
         pulled, seconds["ingest"] = timed(
             ingest.run, params_mod.SourceParams(str(d / "logs"), "interactions", p.source.chunk_rows),
-            day, raw_dir=d / "raw", watermark_file=d / "watermark.json", cycle_file=d / "cycle.yaml")
-        _, seconds["redact"] = timed(redact.run, p.redact, d / f"raw/{day}.jsonl", d / "redacted")
+            p.redact, day, snapshot_dir=d / "snapshots", watermark_file=d / "watermark.json",
+            cycle_file=d / "cycle.yaml", salt_file=d / "subject-salt",
+            tombstones_file=d / "forgotten.jsonl")
         try:
-            _, seconds["validate"] = timed(validate.run, p.validate, d / "redacted/records.jsonl",
+            _, seconds["validate"] = timed(validate.run, p.validate, d / f"snapshots/{day}.jsonl",
                                            d / "validated", str(day))
         except validate.BatchRejected as exc:  # the verdict does not matter for the timing
             seconds["validate"] = None

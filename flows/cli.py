@@ -306,6 +306,25 @@ def cmd_reproduce(args) -> None:
           "what moved; back to the present: git reset -q --hard && git checkout main && dvc checkout")
 
 
+def cmd_purge_raw(args) -> None:
+    from flows import cycle_lock
+    from flows.purge_raw import purge_raw
+
+    ws = _workspace(args.workspace)
+    print(f"Looking for raw snapshots (data/raw/) in {ws}, its git history, DVC cache and remote ...")
+    try:
+        done = purge_raw(ws)
+    except cycle_lock.CycleRunning as exc:
+        raise SystemExit(f"nightshift purge-raw: {exc}")
+    if not done["objects"] and not done["files"]:
+        print("nothing to purge: this workspace keeps no raw snapshots")
+        return
+    print(f"removed {len(done['files'])} raw snapshot file(s) from the workspace and "
+          f"{len(done['objects'])} DVC object(s) of unredacted records ({len(done['deleted_from_cache'])} "
+          f"from the cache, {len(done['deleted_from_remote'])} from the remote)"
+          + (f"; committed as {done['commit'][:10]}" if done["commit"] else ""))
+
+
 def _default_params() -> params_mod.Params:
     return params_mod.load(wsp.PROJECT_ROOT / "params.yaml")
 
@@ -512,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only say whether it can be rebuilt")
     p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("purge-raw", help="remove the raw snapshots an earlier nightshift kept",
+                       description="Workspaces made by an earlier nightshift kept each night's "
+                       "records as pulled, unredacted, in data/raw/ and in DVC. Remove them from "
+                       "the workspace, every object they had in the DVC cache and on the remote "
+                       "(found through the git history), and commit; say what was removed.")
+    p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
+    p.set_defaults(func=cmd_purge_raw)
 
     p = sub.add_parser("init", help="create a new workspace (git + DVC + params)",
                        description="Create a nightshift workspace: params.yaml, dvc.yaml, the "
