@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import pkgutil
 import re
+from pathlib import Path
 
 from presidio_analyzer import LocalRecognizer, RecognizerResult
 
@@ -471,3 +473,44 @@ def refine(text: str, results: list) -> list:
               and not (r.entity_type in ("LOCATION", "ORGANIZATION", "NRP")
                        and any(p.start <= r.start and r.end <= p.end for p in merged))]
     return others + merged
+
+
+# The labeled set these rules are measured on (tests/test_redact_names.py, benchmarks/redact_bench.py).
+LABELED = Path(__file__).resolve().parent.parent / "data/labeled/persons.jsonl"
+# Particles that are part of a name but words of their own elsewhere ("van", "de", "bin").
+PARTICLES = {"van", "von", "der", "den", "de", "da", "di", "du", "del", "la", "le", "bin", "al", "el",
+             "ibn", "y", "dos", "das"}
+
+
+def labeled_set(split: str | None = None) -> list[dict]:
+    """data/labeled/persons.jsonl: {text, persons, locations, split}, split "dev" or "heldout"."""
+    rows = [json.loads(line) for line in LABELED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def name_parts(name: str) -> list[str]:
+    """The parts of a name that must not survive redaction: each word, a handle without its @."""
+    return [w for w in re.findall(r"[\w'’]+", name.lstrip("@")) if len(w) > 1 and w.lower() not in PARTICLES]
+
+
+def survives(part: str, text: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(part)}(?!\w)", text) is not None
+
+
+def score(rows: list[dict], redacted: list[str]) -> dict:
+    """PERSON recall (a name is caught when no part of it survives), LOCATION recall, and the
+    share of entity-free sentences that gained a PERSON or LOCATION placeholder."""
+    names = caught = places = places_caught = free = false = 0
+    for row, out in zip(rows, redacted, strict=True):
+        for name in row["persons"]:
+            names += 1
+            caught += not any(survives(p, out) for p in name_parts(name))
+        for place in row["locations"]:
+            places += 1
+            places_caught += not survives(place, out)
+        if not row["persons"] and not row["locations"]:
+            free += 1
+            false += re.search(r"<(?:PERSON|LOCATION)_\d+>", out) is not None
+    return {"names": names, "person_recall": round(caught / max(names, 1), 4),
+            "places": places, "location_recall": round(places_caught / max(places, 1), 4),
+            "entity_free": free, "false_positive_rate": round(false / max(free, 1), 4)}

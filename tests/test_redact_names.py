@@ -1,0 +1,121 @@
+"""Names and places with the default params: the NER model of the locked install plus the chat-text
+rules (pipelines/redact_names.py), measured on data/labeled/persons.jsonl."""
+
+import re
+
+import pytest
+
+from pipelines import redact, redact_names
+
+
+@pytest.fixture(scope="module")
+def redactor(params):
+    assert params.redact.ner_model, "the default params must redact names"
+    return redact.Redactor(params.redact)
+
+
+def redacted(redactor, rows):
+    redactor.analyze_batch(row["text"] for row in rows)
+    return [redactor.redact_text(row["text"], {}) for row in rows]
+
+
+def chat(*turns):
+    return {"id": "r1", "timestamp": "2026-01-05T10:00:00Z", "feedback": None, "metadata": {},
+            "messages": [{"role": role, "content": text} for role, text in turns]}
+
+
+def test_the_labeled_set_is_varied_and_every_label_is_in_its_sentence():
+    rows = redact_names.labeled_set()
+    with_names = [r for r in rows if r["persons"]]
+    free = [r for r in rows if not r["persons"] and not r["locations"]]
+    assert len(with_names) >= 250 and len(free) >= 150
+    assert {r["split"] for r in rows} == {"dev", "heldout"}
+    for row in rows:
+        assert all(label in row["text"] for label in row["persons"] + row["locations"]), row
+    texts = [r["text"] for r in rows]
+    assert len(set(texts)) == len(texts)
+    # Many shapes: lower-case names, handles, multi-line sign-offs, hyphens, apostrophes, accents.
+    names = [n for r in rows for n in r["persons"]]
+    assert sum(n.islower() for n in names) >= 20 and sum(n.startswith("@") for n in names) >= 4
+    assert sum("-" in n for n in names) >= 8 and sum("'" in n for n in names) >= 3
+    assert sum(bool(re.search(r"[^\x00-\x7f]", n)) for n in names) >= 25
+    assert sum("\n" in r["text"] for r in with_names) >= 20
+
+
+@pytest.mark.parametrize("split", ["dev", "heldout"])
+def test_person_recall_and_false_positives_meet_the_targets(redactor, split):
+    rows = redact_names.labeled_set(split)
+    figures = redact_names.score(rows, redacted(redactor, rows))
+    assert figures["person_recall"] >= 0.95, figures
+    assert figures["false_positive_rate"] <= 0.05, figures
+    assert figures["location_recall"] >= 0.7, figures
+
+
+def test_a_name_the_model_splits_leaves_no_surname_behind(redactor):
+    # spaCy's small model tags "Mr. Hassan" and leaves "Jaber"; "Min-jun" is missed before "Lee".
+    for text, name in [("Can you confirm the booking for Mr. Hassan Jaber?", "Hassan Jaber"),
+                       ("My colleague from Seoul, Min-jun Lee, can't log in.", "Min-jun Lee"),
+                       ("Can Marguerite Dubois-Leclerc sign the form?", "Marguerite Dubois-Leclerc")]:
+        out = redactor.redact_text(text, {})
+        assert not any(redact_names.survives(p, out) for p in redact_names.name_parts(name)), out
+        assert out.count("<PERSON_1>") == 1, out
+
+
+def test_chat_shapes_are_caught(redactor):
+    for text, gone in [("hey its priya again, still no reply", "priya"),
+                       ("Cheers,\nDeclan", "Declan"),
+                       ("Thanks!! - Shreya", "Shreya"),
+                       ("@dkowalski can you check the deploy logs?", "dkowalski"),
+                       ("my friend jamal told me about the discount", "jamal"),
+                       ("Regards,\nS. Raghunathan", "Raghunathan"),
+                       ("Mr. and Mrs. Kowalczyk would like to upgrade.", "Kowalczyk"),
+                       ("lol thanks ben", "ben")]:
+        out = redactor.redact_text(text, {})
+        assert not redact_names.survives(gone, out) and "<PERSON_1>" in out, out
+
+
+def test_words_that_are_also_names_and_product_names_are_left_alone(redactor):
+    for text in ["Bill me annually instead of monthly, please.", "Mark the ticket as resolved.",
+                 "Will the update be available on Monday?", "Is there a grace period?",
+                 "Hope this helps!", "Kind regards,\nCustomer Success", "Best regards,\nThe Support Team",
+                 "Under Advanced, enable Developer Mode.", "The Docker image is built from python:3.11-slim.",
+                 "Windows Defender flags the installer.", "Hi team, quick question about exports.",
+                 "@property\ndef name(self): return self._name", "npm install @types/node"]:
+        assert redactor.redact_text(text, {}) == text
+
+
+def test_places_are_redacted_but_not_country_codes_or_verbs(redactor):
+    out = redactor.redact_text("We moved from Toronto to Vancouver; the UK plan is fine. Delete it.", {})
+    assert "Toronto" not in out and "Vancouver" not in out and "<LOCATION_2>" in out
+    assert "UK plan" in out and "Delete it." in out
+
+
+def test_a_person_keeps_one_placeholder_across_a_records_messages(redactor):
+    out = redactor.redact_record(chat(("user", "Hi, I'm Priya Iyer and my order is late."),
+                                      ("assistant", "Sorry about that, Priya Iyer! Checking now.")))
+    texts = [m["content"] for m in out["messages"]]
+    assert "Priya" not in " ".join(texts) and "Iyer" not in " ".join(texts)
+    assert "<PERSON_1>" in texts[0] and "<PERSON_1>" in texts[1]
+
+
+def test_batch_analysis_gives_the_same_results_as_one_text_at_a_time(params):
+    rows = redact_names.labeled_set()
+    texts = [r["text"] for r in rows]
+    one, batch = redact.Redactor(params.redact), redact.Redactor(params.redact)
+    batch.analyze_batch(texts)
+    key = lambda results: sorted((r.entity_type, r.start, r.end, r.score) for r in results)  # noqa: E731
+    for text in texts:
+        assert key(batch.cache[text]) == key(one.analyze(text)), text
+
+
+def test_without_an_ner_model_names_are_not_looked_for_and_say_so(params, replace):
+    redactor = redact.Redactor(replace(params.redact, ner_model=None))
+    assert {"PERSON", "LOCATION"} <= set(redactor.looked_for()["entities_not_looked_for"])
+    assert redactor.redact_text("Hi, I'm Priya Iyer.", {}) == "Hi, I'm Priya Iyer."
+
+
+def test_the_default_model_is_the_locked_one_and_runs_without_its_parser(redactor):
+    nlp = redactor.analyzer.nlp_engine.get_nlp("en")
+    assert nlp.meta["name"].startswith("core_web_sm") and nlp.meta["version"] == "3.8.0"
+    assert "ner" in nlp.pipe_names
+    assert "parser" not in nlp.pipe_names and "lemmatizer" in nlp.pipe_names
