@@ -215,6 +215,7 @@ def status(p: params_mod.RegistryParams, last: int = 5) -> dict:
         "versions": [{"version": str(v.version), "cycle": v.tags.get(f"{TAG}cycle"),
                       "parent": v.tags.get(f"{TAG}parent_version"),
                       "gate": v.tags.get(f"{TAG}gate"), "eval_loss": v.tags.get(f"{TAG}eval_loss"),
+                      "erased_data": v.tags.get(f"{TAG}erased_data"),  # set by `nightshift forget`
                       "created": v.creation_timestamp} for v in versions],
     }
 
