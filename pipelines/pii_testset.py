@@ -23,9 +23,13 @@ from pathlib import Path
 
 from pipelines import sample_logs
 
+# National identity, tax and health numbers, each with its check digits computed here from the
+# issuing authority's published algorithm (not from the recognizers that find them).
+NATIONAL_IDS = ["UK_NHS", "UK_NINO", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "AU_TFN", "IN_AADHAAR",
+                "IN_PAN", "SG_NRIC_FIN", "PL_PESEL"]
 # Types that must never survive redaction (no NER model needed to find them).
 MUST_VANISH = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
-               "API_KEY", "PRIVATE_KEY", "PASSWORD", "STREET_ADDRESS"]
+               "API_KEY", "PRIVATE_KEY", "PASSWORD", "STREET_ADDRESS", *NATIONAL_IDS]
 # Found only by an NER model: recall is measured only when one is configured.
 NEEDS_NER = ["PERSON"]
 
@@ -50,7 +54,43 @@ def _rand(rng: random.Random, chars: str, n: int) -> str:
     return "".join(rng.choice(chars) for _ in range(n))
 
 
+# Regions whose example numbers (libphonenumber's metadata: one real-format mobile and fixed-line
+# number per region) are written in the labeled set, in their national, international and E.164
+# layouts, with the subscriber digits redrawn while the number stays valid.
+EXAMPLE_PHONE_REGIONS = ["US", "CA", "GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "PT",
+                         "IT", "PL", "CZ", "SE", "NO", "DK", "FI", "RU", "UA", "TR", "GR", "RO",
+                         "HU", "IL", "AE", "SA", "EG", "ZA", "NG", "KE", "IN", "PK", "BD", "CN",
+                         "HK", "TW", "JP", "KR", "SG", "MY", "ID", "TH", "VN", "PH", "AU", "NZ",
+                         "BR", "MX", "AR", "CO", "CL", "PE"]
+
+
+def example_phone(rng: random.Random) -> Injected:
+    """A number in the format of libphonenumber's example for a region and type, its last digits
+    redrawn until it is still valid (the example itself when no redraw is)."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+    region = rng.choice(EXAMPLE_PHONE_REGIONS)
+    kind, number_type = rng.choice([("mobile", PhoneNumberType.MOBILE),
+                                    ("fixed", PhoneNumberType.FIXED_LINE)])
+    number = phonenumbers.example_number_for_type(region, number_type)
+    national = str(number.national_number)
+    for _ in range(20):
+        candidate = phonenumbers.parse(
+            f"+{number.country_code}{national[:-4]}{rng.randint(0, 9999):04d}")
+        if phonenumbers.is_valid_number(candidate):
+            number = candidate
+            break
+    layout, fmt = rng.choice([("national", PhoneNumberFormat.NATIONAL),
+                              ("international", PhoneNumberFormat.INTERNATIONAL),
+                              ("e164", PhoneNumberFormat.E164)])
+    return Injected("PHONE_NUMBER", f"{region.lower()}_{kind}_{layout}",
+                    phonenumbers.format_number(number, fmt))
+
+
 def phone(rng: random.Random) -> Injected:
+    if rng.random() < 0.5:
+        return example_phone(rng)
     a, b, c = rng.randint(201, 989), rng.randint(200, 999), rng.randint(1000, 9999)
     fmt, value = rng.choice([
         ("e164", f"+1{a}{b}{c}"),
@@ -71,12 +111,36 @@ def phone(rng: random.Random) -> Injected:
     return Injected("PHONE_NUMBER", fmt, value)
 
 
+# Card brands: issuer identification number ranges and lengths as the brands publish them
+# (summarised in ISO/IEC 7812 registers and Wikipedia's "Payment card number"), and how the
+# number is printed on the card. (brand, IIN low, IIN high, lengths)
+CARD_BRANDS = [
+    ("visa", 4, 4, [13, 16, 19]), ("mastercard", 51, 55, [16]), ("mastercard_2series", 2221, 2720, [16]),
+    ("amex", 34, 34, [15]), ("amex", 37, 37, [15]), ("discover", 6011, 6011, [16, 19]),
+    ("discover", 644, 649, [16]), ("discover", 65, 65, [16, 19]), ("jcb", 3528, 3589, [15, 16, 19]),
+    ("diners", 300, 305, [14, 16]), ("diners", 36, 36, [14]), ("diners", 38, 39, [14, 16]),
+    ("maestro", 5018, 5018, [12, 13, 15, 16, 19]), ("maestro", 6759, 6759, [12, 16, 18, 19]),
+    ("maestro", 5020, 5020, [12, 16]), ("maestro", 6304, 6304, [16, 19]),
+    ("unionpay", 62, 62, [16, 17, 18, 19]), ("rupay", 60, 60, [16]), ("rupay", 508, 508, [16]),
+    ("mir", 2200, 2204, [16]),
+]
+
+
+def _card_groups(length: int, brand: str) -> tuple[int, ...]:
+    if brand == "amex" or (brand == "jcb" and length == 15):
+        return (4, 6, 5)
+    if brand == "diners" and length == 14:
+        return (4, 6, 4)
+    return tuple([4] * (length // 4) + ([length % 4] if length % 4 else []))
+
+
 def card(rng: random.Random) -> Injected:
-    prefix, length, grouping, fmt = rng.choice([
-        ("4", 16, (4, 4, 4, 4), "visa"), ("5" + str(rng.randint(1, 5)), 16, (4, 4, 4, 4), "mastercard"),
-        ("3" + rng.choice("47"), 15, (4, 6, 5), "amex"), ("6011", 16, (4, 4, 4, 4), "discover"),
-    ])
+    brand, low, high, lengths = rng.choice(CARD_BRANDS)
+    length = rng.choice(lengths)
+    prefix = str(rng.randint(low, high))
     number = sample_logs.luhn_complete(prefix + _rand(rng, string.digits, length - len(prefix) - 1))
+    grouping = _card_groups(length, brand.split("_")[0])
+    fmt = f"{brand}_{length}"
     groups, i = [], 0
     for g in grouping:
         groups.append(number[i:i + g])
@@ -116,6 +180,104 @@ def ssn(rng: random.Random) -> tuple[Injected, str]:
     sentence = rng.choice(["My SSN is {v}.", "For the tax form: social security number {v}.",
                            "ssn: {v}"])
     return Injected("US_SSN", fmt, value), sentence
+
+
+VERHOEFF_D = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+              [2, 3, 4, 0, 1, 7, 8, 9, 5, 6], [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+              [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+              [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+              [8, 7, 6, 5, 9, 3, 2, 1, 0, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
+VERHOEFF_P = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+              [5, 8, 0, 3, 7, 9, 6, 1, 4, 2], [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+              [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+              [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
+VERHOEFF_INV = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
+# Italian codice fiscale: values of characters in odd and even positions (DM 23/12/1976).
+IT_ODD = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23]
+
+
+def _verhoeff_digit(digits: str) -> str:
+    c = 0
+    for i, ch in enumerate(reversed(digits)):
+        c = VERHOEFF_D[c][VERHOEFF_P[(i + 1) % 8][int(ch)]]
+    return str(VERHOEFF_INV[c])
+
+
+def _it_value(ch: str, odd: bool) -> int:
+    index = int(ch) if ch.isdigit() else ord(ch) - 65
+    return IT_ODD[index] if odd else index
+
+
+def national_id(rng: random.Random) -> tuple[Injected, str]:
+    """A national identity, tax or health number with valid check characters, and a sentence."""
+    entity = rng.choice(NATIONAL_IDS)
+    digits = lambda n: _rand(rng, string.digits, n)  # noqa: E731
+    if entity == "UK_NHS":
+        while True:
+            body = str(rng.randint(4, 9)) + digits(8)
+            check = 11 - sum(int(d) * (10 - i) for i, d in enumerate(body)) % 11
+            if check != 10:
+                value = body + str(check % 11)
+                break
+        fmt, value = rng.choice([("spaced", f"{value[:3]} {value[3:6]} {value[6:]}"), ("plain", value)])
+        sentence = rng.choice(["My NHS number is {v}.", "NHS no. {v}"])
+    elif entity == "UK_NINO":
+        prefix = rng.choice(["AB", "CE", "JG", "PR", "SW", "TZ"])
+        body = digits(6)
+        fmt, value = rng.choice([("compact", f"{prefix}{body}{rng.choice('ABCD')}"),
+                                 ("spaced", f"{prefix} {body[:2]} {body[2:4]} {body[4:]} {rng.choice('ABCD')}")])
+        sentence = rng.choice(["My national insurance number is {v}.", "NINO: {v}"])
+    elif entity == "ES_NIF":
+        body = digits(8)
+        fmt, value = "dni", body + "TRWAGMYFPDXBNJZSQVHLCKE"[int(body) % 23]
+        sentence = rng.choice(["Mi DNI es {v}.", "My NIF is {v}"])
+    elif entity == "ES_NIE":
+        first, body = rng.choice("XYZ"), digits(7)
+        fmt, value = "nie", first + body + "TRWAGMYFPDXBNJZSQVHLCKE"[int(f"{'XYZ'.index(first)}{body}") % 23]
+        sentence = rng.choice(["My NIE is {v}.", "NIE: {v}"])
+    elif entity == "IT_FISCAL_CODE":
+        letters = lambda n: _rand(rng, "BCDFGHLMNPRSTVZ", n)  # noqa: E731
+        body = (letters(3) + letters(3) + f"{rng.randint(40, 99):02d}" + rng.choice("ABCDEHLMPRST")
+                + f"{rng.randint(1, 28) + rng.choice([0, 40]):02d}" + rng.choice("ABCDEFGHLM")
+                + f"{rng.randint(1, 999):03d}")
+        total = sum(_it_value(ch, i % 2 == 0) for i, ch in enumerate(body))
+        fmt, value = "codice_fiscale", body + chr(65 + total % 26)
+        sentence = rng.choice(["Il mio codice fiscale è {v}.", "My fiscal code: {v}"])
+    elif entity == "AU_TFN":
+        while True:
+            body = digits(8)
+            for last in range(10):
+                tfn = body + str(last)
+                if sum(int(d) * w for d, w in zip(tfn, [1, 4, 3, 7, 5, 8, 6, 9, 10])) % 11 == 0:
+                    break
+            else:
+                continue
+            break
+        fmt, value = rng.choice([("spaced", f"{tfn[:3]} {tfn[3:6]} {tfn[6:]}"), ("plain", tfn)])
+        sentence = rng.choice(["My TFN is {v}.", "Tax file number: {v}"])
+    elif entity == "IN_AADHAAR":
+        body = str(rng.randint(2, 9)) + digits(10)
+        number = body + _verhoeff_digit(body)
+        fmt, value = rng.choice([("spaced", f"{number[:4]} {number[4:8]} {number[8:]}"), ("plain", number)])
+        sentence = rng.choice(["My Aadhaar number is {v}.", "aadhaar: {v}"])
+    elif entity == "IN_PAN":
+        fmt, value = "pan", (_rand(rng, string.ascii_uppercase, 3) + rng.choice("PCHFAT")
+                             + _rand(rng, string.ascii_uppercase, 1) + digits(4)
+                             + _rand(rng, string.ascii_uppercase, 1))
+        sentence = rng.choice(["My PAN is {v}.", "PAN card: {v}"])
+    elif entity == "SG_NRIC_FIN":
+        first, body = rng.choice("STFG"), digits(7)
+        total = sum(int(d) * w for d, w in zip(body, [2, 7, 6, 5, 4, 3, 2])) + (4 if first in "TG" else 0)
+        table = "JZIHGFEDCBA" if first in "ST" else "XWUTRQPNMLK"
+        fmt, value = "nric", first + body + table[total % 11]
+        sentence = rng.choice(["My NRIC is {v}.", "FIN {v}"])
+    else:  # PL_PESEL
+        year, month, day = rng.randint(1950, 2009), rng.randint(1, 12), rng.randint(1, 28)
+        body = f"{year % 100:02d}{month + (20 if year >= 2000 else 0):02d}{day:02d}" + digits(4)
+        check = (10 - sum(int(d) * w for d, w in zip(body, [1, 3, 7, 9] * 3)) % 10) % 10
+        fmt, value = "pesel", body + str(check)
+        sentence = rng.choice(["Mój PESEL to {v}.", "PESEL: {v}"])
+    return Injected(entity, fmt, value), sentence
 
 
 def ip(rng: random.Random) -> Injected:
@@ -228,9 +390,12 @@ def labeled_record(rng: random.Random, day: dt.date, index: int) -> tuple[dict, 
         greeting = f"Hi {first}! "
         injected.append(drawn["name"])
     if rng.random() < 0.4:  # one more value, of a type the templates lack
-        kind = rng.choice(["ssn", "ip", "secret", "phone", "card", "email", "iban"])
+        kind = rng.choice(["ssn", "ip", "secret", "phone", "card", "email", "iban", "national_id",
+                           "national_id"])
         if kind == "ssn":
             extra, sentence = ssn(rng)
+        elif kind == "national_id":
+            extra, sentence = national_id(rng)
         elif kind == "ip":
             extra, sentence = ip(rng), rng.choice(["My IP is {v}.", "Requests from {v} are blocked."])
         elif kind == "secret":

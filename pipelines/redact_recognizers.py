@@ -14,6 +14,12 @@ what it has no recognizer for, or finds only in part:
   unassigned (555 numbers, made-up area codes): leaving those in would still leak what a user typed.
 - Nine-digit SSNs next to the word SSN (Presidio's context boost needs lemmas a blank spaCy
   pipeline does not produce).
+- In place of Presidio's own (REPLACED_PREDEFINED): payment cards of every brand and length
+  (12-19 digits, IIN ranges, Luhn); phone numbers through libphonenumber's matcher over
+  PHONE_REGIONS; URLs with a scheme, `www.` or a known TLD where a domain stands (not
+  `result.append`); IP addresses that are not versions; dates that are not timestamps.
+- National identity, tax and health numbers of other countries (Presidio's recognizers, loaded
+  for English; the purely numeric ones only next to a word that names them).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+
+from pipelines import residual
 
 # detect-secrets plugins whose regexes name a provider's key format. The keyword- and
 # entropy-based plugins are left to the residual scan (pipelines/residual.py), so that it looks
@@ -127,7 +135,7 @@ def widen_to_token(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def project_recognizers(language: str) -> list[EntityRecognizer]:
-    """The recognizers added to Presidio's predefined ones."""
+    """The recognizers added to Presidio's predefined ones (less REPLACED_PREDEFINED)."""
     return [
         DetectSecretsRecognizer(language),
         PatternRecognizer(supported_entity="API_KEY", supported_language=language,
@@ -143,6 +151,12 @@ def project_recognizers(language: str) -> list[EntityRecognizer]:
                           name="PhoneFormatRecognizer",
                           patterns=[Pattern(n, r, s) for n, r, s in PHONE_PATTERNS],
                           global_regex_flags=re.DOTALL | re.MULTILINE),
+        CardNumberRecognizer(language),
+        PhoneMatcherRecognizer(language),
+        UrlPatternRecognizer(language),
+        IpAddressRecognizer(language),
+        date_recognizer(language),
+        *national_id_recognizers(language),
         GroupPatternRecognizer("US_SSN", "SsnKeywordRecognizer",
                                [("ssn_after_keyword", SSN_AFTER_KEYWORD, 0.6)], language),
         PatternRecognizer(supported_entity="STREET_ADDRESS", supported_language=language,
@@ -150,3 +164,342 @@ def project_recognizers(language: str) -> list[EntityRecognizer]:
                           patterns=[Pattern("street", STREET_PATTERN, 0.6)],
                           global_regex_flags=re.DOTALL | re.MULTILINE),
     ]
+
+
+# --- Replacements for Presidio's card, phone, URL and IP recognizers ----------------------------
+# Presidio's versions miss card brands and phone layouts that occur (19-digit Visa, 12-digit
+# Maestro, 15-digit JCB, national layouts of countries outside its default regions) and, on code,
+# logs and version lists, replace what is not personal data (`result.append` -> URL `result.app`,
+# `torch 2.3.1.0` -> IP address). build_analyzer removes these and adds the project's below.
+# Presidio's DateRecognizer is replaced by its subclass below, of the same name.
+REPLACED_PREDEFINED = ["CreditCardRecognizer", "PhoneRecognizer", "UrlRecognizer", "IpRecognizer",
+                       "DateRecognizer"]
+
+
+def _result(recognizer: EntityRecognizer, entity: str, start: int, end: int,
+            score: float) -> RecognizerResult:
+    return RecognizerResult(entity, start, end, score,
+                            recognition_metadata={"recognizer_name": recognizer.name,
+                                                  "recognizer_identifier": recognizer.id})
+
+
+class _OwnRecognizer(EntityRecognizer):
+    def load(self) -> None:
+        pass
+
+
+# Issuer identification number ranges and lengths of the card brands in circulation, from the
+# brands' published ranges (ISO/IEC 7812 registrations as summarised by the brands and by
+# Wikipedia's "Payment card number"): (first digits low, high, lengths).
+CARD_IIN_RANGES = [
+    ("visa", "4", "4", range(13, 20)),
+    ("mastercard", "51", "55", [16]), ("mastercard", "2221", "2720", [16]),
+    ("amex", "34", "34", [15]), ("amex", "37", "37", [15]),
+    ("discover", "6011", "6011", range(16, 20)), ("discover", "644", "649", range(16, 20)),
+    ("discover", "65", "65", range(16, 20)),
+    ("jcb", "3528", "3589", range(15, 20)), ("jcb", "2131", "2131", [15]),
+    ("jcb", "1800", "1800", [15]),
+    ("diners", "300", "305", range(14, 20)), ("diners", "36", "36", range(14, 20)),
+    ("diners", "38", "39", range(14, 20)),
+    ("maestro", "50", "50", range(12, 20)), ("maestro", "56", "69", range(12, 20)),
+    ("unionpay", "62", "62", range(16, 20)), ("unionpay", "81", "81", range(16, 20)),
+    ("rupay", "60", "60", range(16, 20)), ("rupay", "508", "508", range(16, 20)),
+    ("rupay", "82", "82", [16]), ("rupay", "353", "353", [16]), ("rupay", "356", "356", [16]),
+    ("mir", "2200", "2204", range(16, 20)),
+    ("uatp", "1", "1", [15]),
+    ("verve", "506099", "506198", [16, 18, 19]), ("verve", "650002", "650027", [16, 18, 19]),
+    ("troy", "9792", "9792", [16]),
+]
+# Maximal runs of digit groups joined by one space or dash: the candidates a card is cut from.
+CARD_RUN = re.compile(r"(?<![\w+.,/:-])\d+(?:[ -]\d+)*(?![\w]|[.,/:-]\d)")
+
+
+def card_brand(digits: str) -> str | None:
+    """The brand whose IIN range and length fit `digits`, or None."""
+    for brand, low, high, lengths in CARD_IIN_RANGES:
+        head = digits[:len(low)]
+        if len(digits) in lengths and low <= head <= high:
+            return brand
+    return None
+
+
+def card_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of card numbers: 12 to 19 digits, plain or in groups of 3-6 (the last 1-6) split by
+    one kind of separator, of a known brand's range and length, passing Luhn."""
+    spans = []
+    for m in CARD_RUN.finditer(text):
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", m.group())]
+        seps = set(m.group()[e:s] for (_, e), (s, _) in zip(groups, groups[1:]))
+        i = 0
+        while i < len(groups):
+            found = None
+            for j in range(len(groups), i, -1):
+                part = m.group()[groups[i][0]:groups[j - 1][1]]
+                digits = re.sub(r"\D", "", part)
+                lengths = [e - s for s, e in groups[i:j]]
+                if not 12 <= len(digits) <= 19 or len(seps) > 1:
+                    continue
+                if j - i > 1 and (min(lengths[:-1]) < 3 or max(lengths) > 6):
+                    continue
+                if card_brand(digits) and residual.luhn_ok(digits):
+                    found = j
+                    spans.append((m.start() + groups[i][0], m.start() + groups[j - 1][1]))
+                    break
+            i = found or i + 1
+    return spans
+
+
+class CardNumberRecognizer(_OwnRecognizer):
+    """Payment cards of every brand and length in CARD_IIN_RANGES, checked by Luhn."""
+
+    def __init__(self, language: str, score: float = 0.9):
+        self.score = score
+        super().__init__(supported_entities=["CREDIT_CARD"], name="CardNumberRecognizer",
+                         supported_language=language)
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [_result(self, "CREDIT_CARD", s, e, self.score) for s, e in card_spans(text)]
+
+
+# Regions whose national layouts libphonenumber's matcher is asked about: the countries with the
+# most telephone subscribers and the languages an English-speaking assistant hears from, so that
+# "06 12 34 56 78" (FR) or "090-1234-5678" (JP) is found without the +country code. Presidio's
+# PhoneRecognizer asks only US, UK, DE, FE, IL, IN, CA and BR.
+PHONE_REGIONS = [
+    "US", "CA", "GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "LU", "ES", "PT", "IT", "PL", "CZ",
+    "SE", "NO", "DK", "FI", "RU", "UA", "TR", "GR", "RO", "HU", "IL", "AE", "SA", "EG", "ZA",
+    "NG", "KE", "IN", "PK", "BD", "CN", "HK", "TW", "JP", "KR", "SG", "MY", "ID", "TH", "VN", "PH",
+    "AU", "NZ", "BR", "MX", "AR", "CO", "CL", "PE",
+]
+# Where a phone number could be: digits and the separators people write numbers with. Only these
+# windows go to libphonenumber's matcher (with every region), which keeps the cost per text low.
+PHONE_WINDOW = re.compile(r"(?:\+|\()?\d(?:[ .\-]?\(?\d\)?){6,20}")
+# Words that say the number next to them is a phone number, for numbers written without
+# separators or country code (a bare 10-digit integer is an id or a timestamp otherwise).
+PHONE_CONTEXT = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|ring|text|sms|"
+                           r"whats ?app|fax|(?:my|our|his|her|their|your) number|reach|dial|"
+                           r"landline|handy|t[ée]l[ée]fono)\b")
+# Written like a date, a time, a version or a range: never a phone number.
+NOT_PHONE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$|"
+                       r"^\d{1,3}(?:\.\d{1,3}){2,}$|^\d+\.\d+$")
+
+
+def phone_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of phone numbers that libphonenumber's matcher finds valid in one of PHONE_REGIONS.
+
+    International numbers (+ or 00) are taken as found. A national number must be written like
+    one (groups, parentheses, a leading trunk 0) or have a phone word before it, and at least
+    8 digits: a bare integer, a date, a version or a decimal is not a phone number."""
+    import phonenumbers
+
+    spans = set()
+    for w in PHONE_WINDOW.finditer(text):
+        window = w.group()
+        for region in PHONE_REGIONS:
+            for m in phonenumbers.PhoneNumberMatcher(window, region,
+                                                     leniency=phonenumbers.Leniency.VALID):
+                raw = m.raw_string
+                start = w.start() + m.start
+                if raw.startswith(("+", "00")):
+                    spans.add((start, start + len(raw)))
+                    continue
+                digits = re.sub(r"\D", "", raw)
+                if len(digits) < 8 or NOT_PHONE.search(raw):
+                    continue
+                written = (re.search(r"\d[ ()-]+\d", raw) or re.match(r"\(\d{1,5}\)", raw)
+                           or (raw.startswith("0") and len(digits) >= 9))
+                if "." in raw and not re.fullmatch(r"\d{2,4}(?:\.\d{2,4}){2,3}", raw):
+                    continue
+                if written or PHONE_CONTEXT.search(text[max(0, start - 40):start]):
+                    spans.add((start, start + len(raw)))
+    # Keep the longest of overlapping spans (the same number found through several regions).
+    kept: list[tuple[int, int]] = []
+    for s, e in sorted(spans, key=lambda se: (se[0], -se[1])):
+        if kept and s < kept[-1][1]:
+            continue
+        kept.append((s, e))
+    return kept
+
+
+class PhoneMatcherRecognizer(_OwnRecognizer):
+    """Phone numbers through libphonenumber's matcher over PHONE_REGIONS (see phone_spans)."""
+
+    def __init__(self, language: str, score: float = 0.75):
+        self.score = score
+        super().__init__(supported_entities=["PHONE_NUMBER"], name="PhoneMatcherRecognizer",
+                         supported_language=language)
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [_result(self, "PHONE_NUMBER", s, e, self.score) for s, e in phone_spans(text)]
+
+
+# Top-level domains a bare domain (no scheme, no www.) is recognised with: the generic ones and
+# country codes that are not also file extensions or words of code (.py, .sh, .md, .rs, .pl, .in,
+# .is, .it, .at, .be, .to, .so, .do, .go, .me, .us, .no, .id are left out: `v.begin()`,
+# `main.py`, `file.md`).
+BARE_DOMAIN_TLDS = ("com|org|net|edu|gov|mil|int|io|co|ai|dev|app|info|biz|cloud|online|site|"
+                    "tech|xyz|uk|de|fr|nl|eu|ca|au|jp|cn|ru|br|ch|se|es|dk|fi|pt|ie|nz|za|mx|ar|"
+                    "kr|tw|hk|sg|ua|cz|gr|ro|hu|tr|il|ae|sa|eg|ng|ke|pk|bd|my|th|vn|ph|cl|pe")
+URL_CHARS = r"[^\s<>\"'`\]\[{}|\\^]"
+URL_SCHEME = re.compile(rf"(?i)\b(?:https?|ftps?)://{URL_CHARS}+")
+URL_WWW = re.compile(rf"(?i)(?<![\w.@/-])www\d{{0,3}}\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:[/?#]{URL_CHARS}*)?")
+# A bare domain: labels ending in a known TLD, standing alone, not called, indexed or assigned
+# like an attribute in code (`self.app = ...`, `model.net(x)`).
+URL_BARE = re.compile(
+    rf"(?i)(?<![\w.@/:$-])(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{BARE_DOMAIN_TLDS})"
+    rf"(?![\w-]|\.\w|\s*[(\[=])(?:[/?#]{URL_CHARS}*)?")
+# First labels that make `x.tld` an attribute of an object in code, not a domain.
+CODE_OWNERS = {"self", "this", "cls", "obj", "model", "ctx", "app", "args", "opts", "config",
+               "cfg", "module", "super", "data", "node", "parent", "root", "base", "main", "env",
+               "os", "sys", "np", "pd", "tf", "torch", "nn", "req", "res", "request", "response",
+               "it", "item", "x", "y", "e", "err", "m", "r", "s", "t", "v", "w", "window",
+               "document", "client", "server", "user", "db", "session", "state", "props"}
+# Hosts that point at nobody: this machine, and the names RFC 2606 reserves for examples.
+NOT_PERSONAL_HOST = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3}|0\.0\.0\.0|\[::1?\])$|"
+                               r"(?:^|\.)example\.(?:com|org|net)$|\.(?:example|test|invalid|localhost)$")
+URL_TRAILING = ".,;:!?)'\""
+
+
+def url_spans(text: str) -> list[tuple[int, int]]:
+    """URLs with a scheme or `www.`, and bare domains with a known TLD in a place a domain stands."""
+    spans = []
+    for regex in (URL_SCHEME, URL_WWW, URL_BARE):
+        for m in regex.finditer(text):
+            s, e = m.start(), m.end()
+            while e > s and text[e - 1] in URL_TRAILING:
+                if text[e - 1] == ")" and text[s:e].count("(") >= text[s:e].count(")"):
+                    break
+                e -= 1
+            host = re.sub(r"(?i)^[a-z]+://", "", text[s:e]).split("/")[0].split(":")[0].lower()
+            if NOT_PERSONAL_HOST.search(host):
+                continue
+            if regex is URL_BARE:
+                labels = text[s:e].split("/")[0].split(".")
+                if len(labels) == 2 and labels[0].lower() in CODE_OWNERS:
+                    continue
+            spans.append((s, e))
+    return spans
+
+
+class UrlPatternRecognizer(_OwnRecognizer):
+    def __init__(self, language: str, score: float = 0.6):
+        self.score = score
+        super().__init__(supported_entities=["URL"], name="UrlPatternRecognizer",
+                         supported_language=language)
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return EntityRecognizer.remove_duplicates(
+            [_result(self, "URL", s, e, self.score) for s, e in url_spans(text)])
+
+
+class IpAddressRecognizer(_OwnRecognizer):
+    """IPv4 addresses that are not version numbers, and IPv6 addresses of real hex groups
+    (pipelines/residual.py's ip_spans, shared with the residual scan)."""
+
+    def __init__(self, language: str, score: float = 0.6):
+        self.score = score
+        super().__init__(supported_entities=["IP_ADDRESS"], name="IpAddressRecognizer",
+                         supported_language=language)
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        return [_result(self, "IP_ADDRESS", s, e, self.score) for s, e in residual.ip_spans(text)]
+
+
+# A time of day right after a date (or an ISO `T`): the date is a machine timestamp.
+TIME_AFTER_DATE = re.compile(r"(?:[T ]|, )?\d{1,2}:\d{2}")
+
+
+def _dotted_version(text: str, start: int, end: int) -> bool:
+    """`4.2.11`, `1.9.23`: three dotted numbers with a two-digit last part are a version unless a
+    word of dates stands before them (`born 1.9.83`); so is anything residual.is_version says is."""
+    value = text[start:end]
+    if not re.fullmatch(r"\d{1,2}\.\d{1,2}\.\d{2}", value):
+        return bool(re.fullmatch(r"[\d.]+", value)) and residual.is_version(text, start, end)
+    return not DATE_WORDS.search(text[max(0, start - 24):start])
+
+
+DATE_WORDS = re.compile(r"(?i)\b(?:born|birth|birthday|dob|date|on|since|until|from|due|"
+                        r"expires?|expiry|valid|issued|dated|appointment)\b")
+
+
+def date_recognizer(language: str) -> EntityRecognizer:
+    """Presidio's DateRecognizer, less the dates of timestamps (`2024-03-05 12:00:01`,
+    `2024-03-05T12:00:01Z`): a log line's or a record's event time says when something ran, not
+    who someone is. A date on its own (a birthday, an appointment) is still a DATE_TIME."""
+    from presidio_analyzer.predefined_recognizers import DateRecognizer
+
+    class TimestampAwareDateRecognizer(DateRecognizer):
+        def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+            results = super().analyze(text, entities, nlp_artifacts, regex_flags) or []
+            return [r for r in results
+                    if "T" not in text[r.start:r.end] and not TIME_AFTER_DATE.match(text, r.end)
+                    and not _dotted_version(text, r.start, r.end)]
+
+    return TimestampAwareDateRecognizer(supported_language=language, name="DateRecognizer")
+
+
+# --- National identity, tax and health numbers ---------------------------------------------------
+# Presidio ships these, but loads them for English only where listed in its default config (and
+# most are off there). Each is a checksum-validated or tightly shaped format.
+NATIONAL_ID_RECOGNIZERS = [
+    "UkNinoRecognizer", "EsNifRecognizer", "EsNieRecognizer", "ItFiscalCodeRecognizer",
+    "AuTfnRecognizer", "AuAbnRecognizer", "AuAcnRecognizer", "AuMedicareRecognizer",
+    "InPanRecognizer", "InAadhaarRecognizer", "SgFinRecognizer", "PlPeselRecognizer",
+    "FiPersonalIdentityCodeRecognizer", "SePersonnummerRecognizer", "KrRrnRecognizer",
+    "ZaIdNumberRecognizer", "TrNationalIdRecognizer", "ThTninRecognizer", "DeTaxIdRecognizer",
+    "CaSinRecognizer",
+]
+# Numbers of digits only, whose checksum passes for one number in 10 to 100: without a word that
+# names them nearby, a 9- to 13-digit integer in a log or in code would be taken for one.
+NEEDS_CONTEXT = {"AuTfnRecognizer", "AuAbnRecognizer", "AuAcnRecognizer", "AuMedicareRecognizer",
+                 "InAadhaarRecognizer", "PlPeselRecognizer", "KrRrnRecognizer",
+                 "ZaIdNumberRecognizer", "TrNationalIdRecognizer", "ThTninRecognizer",
+                 "DeTaxIdRecognizer", "CaSinRecognizer", "SePersonnummerRecognizer"}
+# Words naming them, besides each recognizer's own context words.
+ID_CONTEXT_WORDS = ["identity", "national", "tax", "personal", "passport", "insurance",
+                    "medicare", "aadhaar", "pesel", "tckn", "kimlik", "steuer", "idnr", "rrn",
+                    "personnummer", "sin", "tfn", "abn", "acn", "tin", "citizen", "resident"]
+CONTEXT_BEFORE = 48       # characters before a number that are searched for its words
+
+
+class ContextGatedRecognizer(EntityRecognizer):
+    """One of Presidio's recognizers whose hits count only with one of its words just before, and
+    only as a whole number (not 11 digits inside a 13-digit one)."""
+
+    def __init__(self, inner: EntityRecognizer, words: list[str]):
+        self.inner = inner
+        self.words = re.compile(r"(?i)\b(?:" + "|".join(map(re.escape, sorted(set(words)))) + r")\b")
+        super().__init__(supported_entities=inner.supported_entities, name=inner.name,
+                         supported_language=inner.supported_language)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results = self.inner.analyze(text, entities, nlp_artifacts) or []
+        kept = []
+        for r in results:
+            inside = (r.start > 0 and text[r.start - 1].isalnum()) or (
+                r.end < len(text) and text[r.end].isalnum())
+            if not inside and self.words.search(text[max(0, r.start - CONTEXT_BEFORE):r.start]):
+                r.recognition_metadata.update(recognizer_name=self.name, recognizer_identifier=self.id)
+                kept.append(r)
+        return kept
+
+
+def national_id_recognizers(language: str) -> list[EntityRecognizer]:
+    from presidio_analyzer import predefined_recognizers
+
+    out = []
+    for name in NATIONAL_ID_RECOGNIZERS:
+        inner = getattr(predefined_recognizers, name)(supported_language=language)
+        if name == "InPanRecognizer":
+            # Its "Low" pattern (any 10 characters, score 0.01, below any threshold even with
+            # context) looks ahead past the token and hits words without a digit.
+            inner = predefined_recognizers.InPanRecognizer(
+                supported_language=language, patterns=[p for p in inner.patterns if p.score > 0.01])
+        if name in NEEDS_CONTEXT:
+            out.append(ContextGatedRecognizer(inner, list(inner.context or []) + ID_CONTEXT_WORDS))
+        else:
+            out.append(inner)
+    return out

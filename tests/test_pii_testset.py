@@ -54,3 +54,24 @@ def test_the_benchmark_runs_on_a_few_records(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["records"] == 60 and figures["output_identical_1_vs_n_workers"] is True
     assert figures["recall_project"]["EMAIL_ADDRESS"] == 1.0 and "records/s" in result.stdout
+
+
+def test_the_set_holds_cards_of_every_brand_and_length_and_phones_of_many_regions():
+    injected = [i for _, injected in pii_testset.generate(3000, 2) for i in injected]
+    cards = {i.format for i in injected if i.entity == "CREDIT_CARD"}
+    lengths = {len(i.value.replace(" ", "").replace("-", "")) for i in injected if i.entity == "CREDIT_CARD"}
+    assert lengths == set(range(12, 20))
+    assert {f.split("_")[0] for f in cards} >= {"visa", "mastercard", "amex", "discover", "jcb", "diners",
+                                                 "maestro", "unionpay", "rupay", "mir"}
+    phones = {i.format for i in injected if i.entity == "PHONE_NUMBER"}
+    regions = {f.split("_")[0] for f in phones if f.endswith(("_national", "_international", "_e164"))}
+    assert len(regions) >= 40
+    assert {f.rsplit("_", 1)[1] for f in phones if f.count("_") == 2} >= {"national", "international", "e164"}
+    assert {i.entity for i in injected} >= set(pii_testset.NATIONAL_IDS)
+
+
+def test_every_card_phone_and_national_id_format_is_redacted(redacted):
+    recall = pii_testset.recall(*redacted)
+    per_format = {k: v["recall"] for k, v in recall.items()
+                  if k.split("/")[0] in ["CREDIT_CARD", "PHONE_NUMBER", *pii_testset.NATIONAL_IDS]}
+    assert len(per_format) > 100 and set(per_format.values()) == {1.0}
