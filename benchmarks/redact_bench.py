@@ -1,18 +1,24 @@
-"""Redaction speed and recall: the project's redaction against vanilla Presidio, side by side.
+"""Redaction speed and recall with the NER model on: the project's redaction against vanilla
+Presidio with the same NER model, side by side on the same labeled records.
 
-Both run on the same labeled records (pipelines/pii_testset.py: realistic support dialogues whose
-every injected value is known) with the same recognizers and entity types:
-- vanilla: `AnalyzerEngine.analyze` then `AnonymizerEngine.anonymize`, one text at a time, in one
-  process;
-- project: `pipelines.redact.redact_file` with params.yaml's `redact` section (distinct texts once,
-  recognizer triggers, `workers` processes), plus its residual scan; also with one worker, to show
-  what the processes add;
-- Dask: the same map as Prefect tasks on Prefect's Dask task runner with 1 and with `workers`
-  Dask worker processes (wall time of the whole flow, Dask cluster start included).
-Engine building (spaCy, the recognizers) is done once before the clocks start; it is the same
-for both. Prints records/s, the ratio, and recall per entity type and format.
+The records: pipelines/pii_testset.py's support dialogues (every injected value known, names
+included), followed by data/labeled/persons.jsonl's sentences as user turns (names and places in
+many chat shapes, and entity-free sentences).
+- vanilla: Presidio as documented, `AnalyzerEngine.analyze` then `AnonymizerEngine.anonymize`, one
+  text at a time, in one process, with `SpacyNlpEngine` on params.yaml's `redact.ner_model` (its
+  whole pipeline), Presidio's predefined recognizers and its spaCy NER recognizer, plus the
+  project's pattern recognizers (so that the structured types compare like with like);
+- project: `pipelines.redact.redact_file` with params.yaml's `redact` section (distinct texts
+  once, the NER run over whole chunks with spaCy's `nlp.pipe`, its unused pipes off, recognizer
+  triggers, the chat-text name rules, `workers` processes), plus its residual scan; also with one
+  worker, to show what the processes add;
+- Dask: the same with `runner: dask` on 1 and on `workers` local Dask worker processes (wall time
+  of the whole run, cluster start included).
+Engines are built once before the clocks start (the same work for both). Prints records/s, the
+ratio, recall per entity type, and PERSON/LOCATION recall and false positives on the sentences;
+writes them as JSON.
 
-    python benchmarks/redact_bench.py [--records 20000] [--no-dask]
+    python benchmarks/redact_bench.py [--records 2000] [--sentences N] [--no-dask]
 """
 
 from __future__ import annotations
@@ -27,18 +33,39 @@ from pathlib import Path
 
 import pipelines  # noqa: F401  (offline and telemetry defaults)
 from pipelines import params as params_mod
-from pipelines import pii_testset, redact
+from pipelines import pii_testset, redact, redact_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def vanilla(p: params_mod.RedactParams, records: list[dict]) -> tuple[list[dict], float]:
+def vanilla_analyzer(p: params_mod.RedactParams):
+    """Presidio's AnalyzerEngine with the same NER model, as a user would set it up."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine, TransformersNlpEngine
+
+    from pipelines.redact_recognizers import REPLACED_PREDEFINED, project_recognizers
+
+    if p.ner_engine == "transformers":
+        nlp = TransformersNlpEngine(models=[{"lang_code": p.language, "model_name": {
+            "spacy": redact.TRANSFORMERS_SPACY_MODEL, "transformers": p.ner_model}}])
+    else:
+        nlp = SpacyNlpEngine(models=[{"lang_code": p.language, "model_name": p.ner_model}])
+    nlp.load()
+    registry = RecognizerRegistry(supported_languages=[p.language])
+    registry.load_predefined_recognizers(nlp_engine=nlp, languages=[p.language])
+    for name in REPLACED_PREDEFINED:
+        registry.remove_recognizer(name)
+    for recognizer in project_recognizers(p.language):
+        registry.add_recognizer(recognizer)
+    return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=[p.language])
+
+
+def vanilla(p: params_mod.RedactParams, analyzer, entities: list[str],
+            records: list[dict]) -> tuple[list[dict], float]:
     """Presidio as documented: analyze, then anonymize, each text on its own."""
     from presidio_anonymizer import AnonymizerEngine
 
-    analyzer = redact.build_analyzer(p.language, p.ner_model)
     anonymizer = AnonymizerEngine()
-    entities = redact.Redactor(p).entities
     started = time.perf_counter()
     out = []
     for record in records:
@@ -59,45 +86,62 @@ def project(p: params_mod.RedactParams, src: Path, dst: Path) -> tuple[list[dict
     return [json.loads(line) for line in dst.read_text().splitlines()], seconds, report
 
 
+def sentence_records(rows: list[dict]) -> list[dict]:
+    return [{"id": f"persons-{i:04d}", "timestamp": "2026-01-05T12:00:00Z", "feedback": None,
+             "metadata": {}, "messages": [{"role": "user", "content": row["text"]}]}
+            for i, row in enumerate(rows)]
+
+
 def summarize(recall: dict) -> dict:
     return {k: v.get("recall") for k, v in recall.items() if "/" not in k}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--records", type=int, default=2_000, help="support dialogues (plus the sentences)")
+    parser.add_argument("--sentences", type=int, default=None,
+                        help="labeled sentences to add (default: all of data/labeled/persons.jsonl)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-dask", action="store_true", help="skip the Prefect/Dask runs")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask runs")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/redact.json")
     args = parser.parse_args(argv)
-    p = params_mod.load(ROOT / "params.yaml").redact
+    p = params_mod.load(args.params).redact
+    if not p.ner_model:
+        parser.error("redact.ner_model is null: this benchmark compares redaction with an NER model")
     pairs = pii_testset.generate(args.records, args.seed)
-    records = [record for record, _ in pairs]
+    rows = redact_names.labeled_set()[:args.sentences]
+    records = [record for record, _ in pairs] + sentence_records(rows)
+    n = len(records)
     tmp = Path(tempfile.mkdtemp(prefix="redact-bench-"))
     src = tmp / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    redact.build_analyzer(p.language, p.ner_model)  # engines built before any clock starts
-    print(f"{args.records} records ({sum(len(i) for _, i in pairs)} injected values), "
+    entities = redact.Redactor(p).entities  # engines built before any clock starts
+    analyzer = vanilla_analyzer(p)
+    print(f"{n} records ({args.records} dialogues with {sum(len(i) for _, i in pairs)} injected values, "
+          f"{len(rows)} labeled sentences), NER model {p.ner_model} ({p.ner_engine}), "
           f"{os.cpu_count()} cores", flush=True)
 
-    vanilla_out, vanilla_s = vanilla(p, records)
-    print(f"vanilla Presidio        {args.records / vanilla_s:8.0f} records/s  ({vanilla_s:.1f} s)",
-          flush=True)
+    vanilla_out, vanilla_s = vanilla(p, analyzer, entities, records)
+    print(f"vanilla Presidio        {n / vanilla_s:8.1f} records/s  ({vanilla_s:.1f} s)", flush=True)
     one = dataclasses.replace(p, workers=1)
     one_out, one_s, _ = project(one, src, tmp / "one.jsonl")
-    print(f"project, 1 worker       {args.records / one_s:8.0f} records/s  ({one_s:.1f} s)", flush=True)
+    print(f"project, 1 worker       {n / one_s:8.1f} records/s  ({one_s:.1f} s)", flush=True)
     ours_out, ours_s, report = project(p, src, tmp / "out.jsonl")
-    print(f"project, {p.workers} workers      {args.records / ours_s:8.0f} records/s  ({ours_s:.1f} s)",
-          flush=True)
+    print(f"project, {p.workers} workers      {n / ours_s:8.1f} records/s  ({ours_s:.1f} s)", flush=True)
     identical = (tmp / "one.jsonl").read_bytes() == (tmp / "out.jsonl").read_bytes()
 
-    vanilla_recall = pii_testset.recall(pairs, vanilla_out, ner=bool(p.ner_model))
-    ours_recall = pii_testset.recall(pairs, ours_out, ner=bool(p.ner_model))
+    k = len(pairs)
+    vanilla_recall = pii_testset.recall(pairs, vanilla_out[:k], ner=True)
+    ours_recall = pii_testset.recall(pairs, ours_out[:k], ner=True)
+    names = {name: redact_names.score(rows, [r["messages"][0]["content"] for r in out[k:]])
+             for name, out in (("vanilla", vanilla_out), ("project", ours_out))}
     result = {
-        "records": args.records, "cores": os.cpu_count(), "workers": p.workers,
-        "vanilla": {"seconds": round(vanilla_s, 2), "records_per_s": round(args.records / vanilla_s, 1)},
-        "project_1_worker": {"seconds": round(one_s, 2), "records_per_s": round(args.records / one_s, 1)},
-        "project": {"seconds": round(ours_s, 2), "records_per_s": round(args.records / ours_s, 1)},
+        "records": n, "dialogues": args.records, "sentences": len(rows), "cores": os.cpu_count(),
+        "workers": p.workers, "ner_model": p.ner_model, "ner_engine": p.ner_engine,
+        "vanilla": {"seconds": round(vanilla_s, 2), "records_per_s": round(n / vanilla_s, 1)},
+        "project_1_worker": {"seconds": round(one_s, 2), "records_per_s": round(n / one_s, 1)},
+        "project": {"seconds": round(ours_s, 2), "records_per_s": round(n / ours_s, 1)},
         "speedup_vs_vanilla": round(vanilla_s / ours_s, 2),
         "speedup_1_worker_vs_vanilla": round(vanilla_s / one_s, 2),
         "output_identical_1_vs_n_workers": identical,
@@ -105,33 +149,36 @@ def main(argv: list[str] | None = None) -> None:
         "recall_vanilla": summarize(vanilla_recall), "recall_project": summarize(ours_recall),
         "recall_project_by_format": {k: v.get("recall") for k, v in ours_recall.items() if "/" in k},
         "recall_vanilla_by_format": {k: v.get("recall") for k, v in vanilla_recall.items() if "/" in k},
+        "names_vanilla": names["vanilla"], "names_project": names["project"],
     }
     if not args.no_dask:
-        from flows.redact_dask import redact_with_dask
-
         dask = {}
         for workers in sorted({1, p.workers}):
-            started = time.perf_counter()
-            redact_with_dask(p, src, tmp / f"dask{workers}.jsonl", workers)
-            seconds = time.perf_counter() - started
+            q = dataclasses.replace(p, runner="dask", workers=workers)
+            _, seconds, _ = project(q, src, tmp / f"dask{workers}.jsonl")
             dask[workers] = seconds
             same = (tmp / f"dask{workers}.jsonl").read_bytes() == (tmp / "out.jsonl").read_bytes()
-            print(f"Prefect+Dask, {workers} worker(s) {args.records / seconds:8.0f} records/s  "
-                  f"({seconds:.1f} s, output identical to the stage: {same})", flush=True)
+            print(f"Dask, {workers} worker(s)        {n / seconds:8.1f} records/s  "
+                  f"({seconds:.1f} s, output identical to the process pool's: {same})", flush=True)
             result[f"dask_{workers}_workers"] = {"seconds": round(seconds, 2), "identical": same,
-                                                 "records_per_s": round(args.records / seconds, 1)}
+                                                 "records_per_s": round(n / seconds, 1)}
         result["dask_speedup"] = round(dask[1] / dask[max(dask)], 2)
 
     print(f"\nproject / vanilla: {result['speedup_vs_vanilla']}x   (1 worker: "
           f"{result['speedup_1_worker_vs_vanilla']}x)" +
           (f"   Dask {p.workers} vs 1 worker: {result['dask_speedup']}x" if "dask_speedup" in result else ""))
-    print(f"{'entity type':<16} {'injected':>8} {'vanilla':>8} {'project':>8}")
+    fmt = lambda r: "n/m" if r is None else f"{r:.4f}"  # noqa: E731
+    print(f"{'entity type':<26} {'injected':>8} {'vanilla':>8} {'project':>8}")
     for key, v in ours_recall.items():
-        if "/" in key:
-            continue
-        fmt = lambda r: "n/m" if r is None else f"{r:.4f}"  # noqa: E731
-        print(f"{key:<16} {v['injected']:>8} {fmt(vanilla_recall[key].get('recall')):>8} "
-              f"{fmt(v.get('recall')):>8}")
+        if "/" not in key:
+            print(f"{key:<26} {v['injected']:>8} {fmt(vanilla_recall[key].get('recall')):>8} "
+                  f"{fmt(v.get('recall')):>8}")
+    print(f"\n{'labeled sentences':<26} {'count':>8} {'vanilla':>8} {'project':>8}")
+    for label, key, count in (("PERSON recall", "person_recall", "names"),
+                              ("LOCATION recall", "location_recall", "places"),
+                              ("entity-free with a name", "false_positive_rate", "entity_free")):
+        print(f"{label:<26} {names['project'][count]:>8} {fmt(names['vanilla'][key]):>8} "
+              f"{fmt(names['project'][key]):>8}")
     missed = {k: v for k, v in ours_recall.items() if "/" in k and v.get("recall") not in (None, 1.0)}
     if missed:
         print("formats the project missed some of:", json.dumps(missed, indent=1))

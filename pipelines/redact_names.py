@@ -510,7 +510,7 @@ def score(rows: list[dict], redacted: list[str]) -> dict:
             places_caught += not survives(place, out)
         if not row["persons"] and not row["locations"]:
             free += 1
-            false += re.search(r"<(?:PERSON|LOCATION)_\d+>", out) is not None
+            false += re.search(r"<(?:PERSON|LOCATION)(?:_\d+)?>", out) is not None
     return {"names": names, "person_recall": round(caught / max(names, 1), 4),
             "places": places, "location_recall": round(places_caught / max(places, 1), 4),
             "entity_free": free, "false_positive_rate": round(false / max(free, 1), 4)}
