@@ -9,6 +9,14 @@ roles and message structure are untouched. Lines that could not be parsed are re
 A residual scan with other detectors (pipelines/residual.py) then replaces what still looks like
 personal data and marks the record: `"_residual": [TYPE, ...]`, which validate quarantines.
 
+Names and places (PERSON, LOCATION) come from an NER model, `redact.ner_model`: by default spaCy's
+en_core_web_sm from the locked install, or any spaCy pipeline, or a transformers token-classification
+model (`redact.ner_engine: transformers`, through Presidio's TransformersNlpEngine); a model that is
+named but missing is an error, never a quiet fall-back. The model's spans are checked and
+completed, and the shapes of chat text it misses (introductions, greetings, sign-offs, lower-case
+names, handles) added, by pipelines/redact_names.py. `ner_model: null` runs the patterns only and
+reports PERSON and LOCATION as not looked for.
+
 Ingest (pipelines/ingest.py) redacts each night's records as it pulls them, in the same process,
 so nothing unredacted is ever written; with the workspace's salt, each record also keeps the
 salted hashes of who it is about (pipelines/subjects.py) for `nightshift forget`.
@@ -17,7 +25,10 @@ Fast, and the same as analysing every text with every recognizer:
 - each distinct text is analysed once (system prompts and stock answers repeat);
 - a recognizer runs on a text only when the text holds that recognizer's trigger, a cheap regex
   that every match of the recognizer contains (a digit for card numbers, '@' for emails, ...).
-  A recognizer without a known trigger (an NER model, say) always runs;
+  A recognizer without a known trigger always runs;
+- the NER model reads a chunk's texts together (spaCy's `nlp.pipe`, shortest first), without
+  the pipes that nothing here reads (the dependency parser): the same entities, in a fraction
+  of the time one text at a time takes;
 - records are spread over `workers` processes in chunks; the output is byte-identical whatever
   the number of workers, and whichever runner (`redact.runner`: this machine's processes, or a
   local or remote Dask cluster, pipelines/redact_dask.py).
