@@ -253,6 +253,10 @@ class Redactor:
         # The NER's types are looked for in every text; the pattern recognizers' only where their
         # trigger is.
         self.ner_entities = [e for e in self.entities if e in NER_ENTITIES] if p.ner_model else []
+        if self.ner_entities:  # the name lists, read now: before worker processes fork, not in each
+            from pipelines.redact_names import warm_up
+
+            warm_up(self.analyzer.nlp_engine.get_nlp(p.language))
         self.triggers = entity_triggers(self.analyzer, p.language,
                                         [e for e in self.entities if e not in self.ner_entities])
         self.cache: dict[str, list] = {}

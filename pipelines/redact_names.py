@@ -135,6 +135,12 @@ def dictionary(nlp) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(words), frozenset(not_nouns)
 
 
+def warm_up(nlp) -> None:
+    """Read the gazetteer and the dictionary of `nlp` into memory."""
+    gazetteer()
+    dictionary(nlp)
+
+
 class Words:
     """What is known about the words of one text: dictionary, gazetteer, the tagger's tags."""
 
