@@ -312,13 +312,17 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
             erased = erased_objects(store, ws, hashes, log)
 
             entries = commit_entries(ws, None)
+            # A stage already out of date (a skipped night leaves the model stages recording an
+            # earlier dataset) is not committed: that would record outs it never produced.
+            status = wsp.dvc(ws, "status", "--json").strip().splitlines() or ["{}"]
+            stale = {k for k in json.loads(status[-1]) if not k.endswith(".dvc")}  # last: after any warning
             removed = {}
             for path, entry in workspace_record_files(ws, entries).items():
                 n = remove_records(ws / path, hashes)
                 if n:
                     removed[path] = (n, entry)
             dvc_files = sorted({e.owner for _, e in removed.values() if ":" not in e.owner})
-            stages = stages_to_commit(entries, set(removed))
+            stages = [s for s in stages_to_commit(entries, set(removed)) if s not in stale]
             if dvc_files:
                 outs = [e.path for e in entries if e.owner in dvc_files]
                 wsp.dvc(ws, "add", "-q", *outs)

@@ -27,6 +27,11 @@ pytestmark = pytest.mark.slow
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
 ALICE, BOB = "u-alice-0001", "u-bob-0002"
 BOB_EMAIL = "bob.keeper@example.net"
+# A barely trained model keeps the cycle short: this test needs a registered version that trained
+# on the records, not a good one.
+SHORT = {"base.corpus_records": 60, "base.pretrain_steps": 10, "train.quantization": "none",
+         "train.max_steps": 2, "evaluate.generation_examples": 2, "evaluate.max_new_tokens": 8,
+         "evaluate.replay_examples": 8}
 REASON = "Alice Example (alice.example@mail.com) asked by phone on +1 415 555 0100"
 
 
@@ -94,9 +99,7 @@ def cycled(tmp_path_factory):
     """A workspace after one real cycle: Alice and Bob wrote six records each; one of Bob's
     holds his email; Alice is also in the golden set."""
     ws = wsp.init(tmp_path_factory.mktemp("forget") / "ws")
-    # A barely pre-trained base keeps the cycle short: this test needs a registered version that
-    # trained on the records, not a good one.
-    write_tiny_params(ws / "params.yaml", **{"base.corpus_records": 60, "base.pretrain_steps": 10})
+    write_tiny_params(ws / "params.yaml", **SHORT)
     wsp.git(ws, "commit", "-q", "-am", "tiny params")
     alice, bob = user_records(DAY1, ALICE, 6, seed=1), user_records(DAY1, BOB, 6, seed=2)
     bob[0]["messages"][1]["content"] += f" You can write to me at {BOB_EMAIL}."
@@ -214,8 +217,7 @@ def test_a_record_pulled_again_is_dropped_and_the_next_cycle_runs(forgotten_alic
     ws, salt, hashes = forgotten_alice[:3]
     # The data stages run and are versioned as every night; training is left out (its stages
     # are the first cycle's, unchanged by forgetting) to keep the test short.
-    write_tiny_params(ws / "params.yaml", **{"base.corpus_records": 60, "base.pretrain_steps": 10,
-                                              "nightly.min_new_examples": 10_000})
+    write_tiny_params(ws / "params.yaml", **SHORT, **{"nightly.min_new_examples": 10_000})
     write_day(ws, DAY2, user_records(DAY2, ALICE, 3, seed=4) + user_records(DAY2, BOB, 3, seed=5))
     out = nightshift("run", "--date", DAY2.isoformat(), ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
