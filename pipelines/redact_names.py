@@ -301,6 +301,8 @@ class NerNameRecognizer(LocalRecognizer):
             start, end = ent.start_char, ent.end_char
             if label == "PERSON":
                 if not plausible_person(words, start, end):
+                    if "LOCATION" in entities and place_by_position(words, start, end):
+                        results.append(_result("LOCATION", start, end, score, self))
                     continue
                 start, end = words.extend(start, end)
             elif label == "LOCATION" and not plausible_place(words, start, end):
@@ -358,6 +360,17 @@ def weak_name_ok(words: Words, start: int, end: int) -> bool:
     after = re.match(rf"[ \t]+({WORD})", words.text[end:])
     return (tag in ("NNP", "NNPS") and not words.after_article(start)
             and not (after and words.capitalised(after.group(1)) and words.is_common(after.group(1))))
+
+
+def place_by_position(words: Words, start: int, end: int) -> bool:
+    """A span the model took for a person's name that reads as a place: one capitalised word that
+    is no word of the dictionary, after "in", "from", "to" ... ("born in Accra", "from rainy
+    Glasgow")."""
+    span = words.text[start:end]
+    return (re.fullmatch(WORD, span) is not None and words.capitalised(span) and not words.is_word(span)
+            and not words.followed_by_common_noun(end)
+            and re.search(r"\b(?:in|from|to|near|at|around|outside|via)[ \t]+(?:[a-z]+[ \t]+)?$",
+                          words.text[:start]) is not None)
 
 
 def plausible_place(words: Words, start: int, end: int) -> bool:
