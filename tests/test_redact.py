@@ -58,8 +58,10 @@ def test_a_named_ner_model_that_is_not_installed_is_a_clear_error(params, replac
         redact.Redactor(replace(params.redact, ner_model="en_core_web_lg"))
 
 
-def test_report_says_which_entity_types_were_not_looked_for(redactor):
-    assert "PERSON" in redactor.looked_for()["entities_not_looked_for"]
+def test_report_says_which_entity_types_were_not_looked_for(params, replace, redactor):
+    without_ner = redact.Redactor(replace(params.redact, ner_model=None)).looked_for()
+    assert "PERSON" in without_ner["entities_not_looked_for"] and without_ner["ner_model"] is None
+    assert "PERSON" in redactor.looked_for()["entities_looked_for"]
 
 
 def test_cli_redacts_a_file_one_record_in_one_out_same_order(tmp_path):
