@@ -202,7 +202,7 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
     with chdir(ws):
         result = reg.register(
             p.registry, Path("models/candidate"), f"cycle-{date.isoformat()}", lineage, metrics,
-            _flatten(dataclasses.asdict(p)),
+            _flatten(dataclasses.asdict(p)) | {"source.url": _without_password(p.source.url)},
             [Path("reports/eval.json"), Path("reports/gate.json"), Path("reports/train.json"),
              Path("reports/drift.json"), Path("reports/drift.html"),
              Path("data/validated/report.json"),
@@ -520,6 +520,18 @@ def _dvc_md5(dvc_file: Path) -> str:
     if not dvc_file.exists():
         return "none"
     return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+
+
+def _without_password(url: str) -> str:
+    """A database URL as logged to MLflow: its password masked (a credential never rests there)."""
+    if not ingest_stage.is_sql_url(url):
+        return url
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(unparseable URL, not logged)"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -248,3 +248,11 @@ def test_generate_answers_with_the_base_model_and_the_champion_adapter(two_cycle
     assert out.returncode == 0, out.stderr[-2000:]
     header, _, answer = out.stdout.strip().partition("\n")
     assert "nightshift-adapter version" in header and answer.strip()
+
+
+def test_a_database_password_in_source_url_is_masked_in_the_params_logged_to_mlflow():
+    from flows.nightly import _without_password
+
+    assert _without_password("postgresql+psycopg2://bob:s3cret@db:5432/logs") == \
+        "postgresql+psycopg2://bob:***@db:5432/logs"
+    assert _without_password("logs") == "logs"
