@@ -307,6 +307,7 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
     with cycle_lock.hold(ws, "forget"):
         redacted = redact_reason(p, reason)
         note = f"{today.isoformat()}: {redacted}"
+        wsp.configure_remote(ws, p.version)  # as the cycle's push does: params.yaml names the remote
         store = Store(ws, p.version.remote)
         try:
             erased = erased_objects(store, ws, hashes, log)
@@ -349,7 +350,7 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
         finally:
             store.close()
 
-        paths = [subjects.TOMBSTONES_FILE.as_posix(), *dvc_files]
+        paths = [subjects.TOMBSTONES_FILE.as_posix(), ".dvc/config", *dvc_files]
         if stages:
             paths.append("dvc.lock")
         wsp.git(ws, "add", "--", *paths)

@@ -15,15 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows import forget as forget_mod
 from flows import workspace as wsp
+from pipelines import params as params_mod
 from pipelines import sample_logs, subjects
 from tests.conftest import write_tiny_params
+from tests.test_s3_remote import aws_env, s3_endpoint  # noqa: F401  (fixtures: moto's S3 server)
 
 pytestmark = pytest.mark.slow
 
+S3_BUCKET = "nightshift-forget"
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
 ALICE, BOB = "u-alice-0001", "u-bob-0002"
 BOB_EMAIL = "bob.keeper@example.net"
@@ -243,3 +245,69 @@ def test_the_stages_to_record_again_follow_the_dag():
     assert forget_mod.stages_to_commit(entries, {"data/snapshots/d.jsonl"}) == ["validate", "dataset", "train"]
     assert forget_mod.stages_to_commit(entries, {"data/dataset/buffer.jsonl"}) == ["dataset", "train"]
     assert forget_mod.stages_to_commit(entries, set()) == []
+
+
+def snapshot_record(salt: bytes, user: str, i: int) -> dict:
+    return {"id": f"{user}-{i}", "timestamp": "2026-01-05T10:00:00Z",
+            "messages": [{"role": "user", "content": f"question {i} of {user}"},
+                         {"role": "assistant", "content": "an answer"}],
+            "metadata": {"subjects": subjects.record_subjects(salt, user, [])}}
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_on_an_s3_remote_objects_of_earlier_commits_are_deleted_there_too(tmp_path, s3_endpoint, aws_env):
+    """No cycle: a snapshot and two versions of the replay buffer, committed and pushed to S3
+    (moto), the first buffer's object no longer in the local cache. Forgetting finds it on the
+    remote through the commit that recorded it and deletes it there."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=S3_BUCKET)
+    ws = wsp.init(tmp_path / "ws")
+    write_tiny_params(ws / "params.yaml", **{"version.remote": "s3",
+                                             "version.remote_url": f"s3://{S3_BUCKET}/ws",
+                                             "version.endpoint_url": s3_endpoint})
+    salt = subjects.load_salt(ws / subjects.SALT_FILE)
+    snapshot, buffer = ws / f"data/snapshots/{DAY1}.jsonl", ws / "data/replay/buffer.jsonl"
+    alice = [snapshot_record(salt, ALICE, i) for i in range(2)]
+    bob = [snapshot_record(salt, BOB, i) for i in range(3)]
+    write_records(snapshot, alice + bob)
+    write_records(buffer, alice[:1] + bob[:1])
+    wsp.configure_remote(ws, params_mod.load(ws / "params.yaml").version)
+    held = {md5(snapshot), md5(buffer)}
+    wsp.dvc(ws, "add", "-q", str(snapshot.relative_to(ws)), str(buffer.relative_to(ws)))
+    wsp.dvc(ws, "push", "-q", "-r", "s3")
+    wsp.git(ws, "add", "-A")
+    wsp.git(ws, "commit", "-q", "-m", f"nightshift cycle {DAY1}")
+    old_buffer = md5(buffer)
+    write_records(buffer, alice + bob[:2])  # the next night's buffer
+    held.add(md5(buffer))
+    wsp.dvc(ws, "add", "-q", str(buffer.relative_to(ws)))
+    wsp.dvc(ws, "push", "-q", "-r", "s3")
+    wsp.git(ws, "add", "-A")
+    wsp.git(ws, "commit", "-q", "-m", f"nightshift cycle {DAY2}")
+    cached = ws / ".dvc/cache/files/md5" / old_buffer[:2] / old_buffer[2:]
+    cached.chmod(0o644)
+    cached.unlink()  # only the remote has it now
+
+    def remote_md5s() -> set[str]:
+        listing = s3.list_objects_v2(Bucket=S3_BUCKET, Prefix="ws/")
+        return {"".join(o["Key"].split("/")[-2:]) for o in listing.get("Contents", [])}
+
+    assert held <= remote_md5s()
+    out = nightshift("forget", "--user-id", ALICE, "--reason", "erasure request 17", ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "records removed: 4" in out.stdout and "versions tagged: none" in out.stdout
+    assert "3 from the remote 's3'" in out.stdout and "2 from the DVC cache" in out.stdout
+    remaining = remote_md5s()
+    assert not held & remaining
+    assert {md5(snapshot), md5(buffer)} <= remaining  # the rewritten files, pushed
+    assert [r["id"] for r in records_in(snapshot)] == [r["id"] for r in bob]
+    assert set(forget_mod.erasures(ws)[-1]["objects_deleted"]) == held
+    for cycle in (DAY1, DAY2):
+        out = nightshift("reproduce", "--cycle", cycle.isoformat(), "--check", ws=ws)
+        assert out.returncode != 0 and "can no longer be rebuilt" in out.stderr
