@@ -45,7 +45,7 @@ from pipelines import subjects
 
 DIR_SUFFIX = ".dir"
 RECORD_SUFFIX = ".jsonl"  # the files that hold records; models and reports hold none
-ERASED_TAG = "erased_data"
+UNRECORDED = "(an object no commit records)"
 
 
 class ForgetError(RuntimeError):
@@ -157,6 +157,20 @@ class Store:
                 found.setdefault(md5, set()).add(path)
         return found
 
+    def unrecorded_json(self, known: set[str]):
+        """(md5, bytes) of each object in the cache or the remote, not in `known` and not a
+        `.dir` manifest, whose content starts like JSON (models and other binaries do not)."""
+        seen = set(known)
+        for odb in (self.cache, self.remote):
+            for md5 in odb.all():
+                if md5 in seen or md5.endswith(DIR_SUFFIX):
+                    continue
+                seen.add(md5)
+                with odb.fs.open(odb.oid_to_path(md5), "rb") as f:
+                    if f.read(1) != b"{":
+                        continue
+                    yield md5, b"{" + f.read()
+
     def delete(self, md5s: Iterable[str]) -> dict[str, list[str]]:
         """Delete objects from the cache and the remote; returns which each held."""
         from dvc_data.hashfile.db import get_index
@@ -263,12 +277,16 @@ def erased_objects(store: Store, ws: Path, hashes: set[str], log=None) -> dict[s
             if any(p.endswith(RECORD_SUFFIX) for p in paths):
                 candidates.setdefault(md5, set()).update(paths)
     if log:
-        log(f"checking {len(candidates)} versioned JSONL object(s) across the workspace's history")
+        log(f"checking {len(candidates)} versioned JSONL object(s) across the workspace's history, "
+            "and the objects no commit records (a run stopped before its commit leaves some)")
     erased = {}
     for md5, paths in candidates.items():
         content = store.read(md5)
         if content is not None and holds(content, hashes):
             erased[md5] = paths
+    for md5, content in store.unrecorded_json(set(candidates)):
+        if holds(content, hashes):
+            erased[md5] = {UNRECORDED}
     return erased
 
 

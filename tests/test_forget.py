@@ -261,8 +261,9 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 def test_on_an_s3_remote_objects_of_earlier_commits_are_deleted_there_too(tmp_path, s3_endpoint, aws_env):
     """No cycle: a snapshot and two versions of the replay buffer, committed and pushed to S3
-    (moto), the first buffer's object no longer in the local cache. Forgetting finds it on the
-    remote through the commit that recorded it and deletes it there."""
+    (moto), the first buffer's object no longer in the local cache, and a pushed file no commit
+    recorded. Forgetting finds the first on the remote through the commit that recorded it, the
+    last by reading the objects no commit records, and deletes both there."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -293,6 +294,14 @@ def test_on_an_s3_remote_objects_of_earlier_commits_are_deleted_there_too(tmp_pa
     cached = ws / ".dvc/cache/files/md5" / old_buffer[:2] / old_buffer[2:]
     cached.chmod(0o644)
     cached.unlink()  # only the remote has it now
+    # A run stopped between its push and its commit: objects that no commit records.
+    stray = ws / "data/partial/night.jsonl"
+    write_records(stray, alice[1:] + bob[2:])
+    held.add(md5(stray))
+    wsp.dvc(ws, "add", "-q", str(stray.relative_to(ws)))
+    wsp.dvc(ws, "push", "-q", "-r", "s3")
+    for f in (stray, stray.with_name("night.jsonl.dvc"), stray.with_name(".gitignore")):
+        f.unlink()
 
     def remote_md5s() -> set[str]:
         listing = s3.list_objects_v2(Bucket=S3_BUCKET, Prefix="ws/")
@@ -302,7 +311,7 @@ def test_on_an_s3_remote_objects_of_earlier_commits_are_deleted_there_too(tmp_pa
     out = nightshift("forget", "--user-id", ALICE, "--reason", "erasure request 17", ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "records removed: 4" in out.stdout and "versions tagged: none" in out.stdout
-    assert "3 from the remote 's3'" in out.stdout and "2 from the DVC cache" in out.stdout
+    assert "4 from the remote 's3'" in out.stdout and "3 from the DVC cache" in out.stdout
     remaining = remote_md5s()
     assert not held & remaining
     assert {md5(snapshot), md5(buffer)} <= remaining  # the rewritten files, pushed
