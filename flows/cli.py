@@ -239,6 +239,8 @@ def cmd_golden_add(args) -> None:
 
 
 def cmd_forget(args) -> None:
+    from dvc.exceptions import DvcException  # the cache or remote could not be read or written
+
     from flows import cycle_lock, forget
     from pipelines import subjects
 
@@ -247,7 +249,7 @@ def cmd_forget(args) -> None:
     try:
         done = forget.forget(ws, args.reason, user_id=args.user_id, match=args.match,
                              log=lambda line: print(line, flush=True))
-    except (forget.ForgetError, cycle_lock.CycleRunning, wsp.CommandError) as exc:
+    except (forget.ForgetError, cycle_lock.CycleRunning, wsp.CommandError, DvcException) as exc:
         raise SystemExit(f"nightshift forget: {exc}\nNothing was committed; run the same command "
                          "again once the cause is fixed.")
     remote = params_mod.load(ws / "params.yaml").version.remote
