@@ -184,6 +184,7 @@ def build_analyzer(language: str, ner_model: str | None, ner_engine: str = "spac
     (pipelines/redact_names.py). Without one, no NER recognizer: a blank pipeline finds nothing.
     """
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     from pipelines.redact_names import ChatNameRecognizer, NerNameRecognizer
     from pipelines.redact_recognizers import REPLACED_PREDEFINED, project_recognizers
@@ -200,7 +201,11 @@ def build_analyzer(language: str, ner_model: str | None, ner_engine: str = "spac
     if ner_model:
         registry.add_recognizer(NerNameRecognizer(language, NER_ENTITIES))
         registry.add_recognizer(ChatNameRecognizer(language))
-    return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=[language])
+    # A context word counts only as a whole word: Presidio's default matches it inside any word
+    # around a hit, so `lic` (a driver's licence) in "application" lifts `p50` over the threshold.
+    enhancer = LemmaContextAwareEnhancer(context_matching_mode="whole_word")
+    return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=[language],
+                          context_aware_enhancer=enhancer)
 
 
 def entity_triggers(analyzer, language: str, entities: list[str]) -> dict[str, re.Pattern] | None:
@@ -372,7 +377,8 @@ class Redactor:
     def redact_record(self, record: dict, salt: bytes | None = None) -> dict:
         """The record with every free text redacted (`map_texts`), what the residual scan still
         flags replaced as well and listed in `_residual`, and, with a `salt`, the hashes of who it
-        is about in `metadata.subjects` (pipelines/subjects.py) instead of `metadata.user_id`."""
+        is about in `metadata.subjects` (pipelines/subjects.py) instead of `metadata.user_id`
+        (in `_subjects` for a line that is no record or whose metadata is no object)."""
         placeholders: dict[tuple[str, str], str] = {}
         metadata = record.get("metadata")
         user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
@@ -390,9 +396,12 @@ class Redactor:
         if left:
             record = {**record, "_residual": sorted(left)}
             self.residual.update(left)
-        if salt is not None and isinstance(record.get("metadata"), dict):
-            record["metadata"] = {**record["metadata"], "subjects": subjects.record_subjects(
-                salt, user_id, (value for _, value in placeholders))}
+        if salt is not None:
+            hashes = subjects.record_subjects(salt, user_id, (value for _, value in placeholders))
+            if isinstance(record.get("metadata"), dict) and not is_invalid(record):
+                record["metadata"] = {**record["metadata"], "subjects": hashes}
+            else:  # a line that is no record, or metadata that is no object: kept beside it
+                record = {**record, "_subjects": hashes}
         return record
 
     def redact_lines(self, lines: Iterable[bytes], salt: bytes | None = None) -> Chunk:
@@ -426,7 +435,7 @@ def map_texts(record: dict, fn: Callable[[str], str]) -> dict:
     return out
 
 
-UNTOUCHED_FIELDS = ("id", "timestamp", "_error", "_residual")
+UNTOUCHED_FIELDS = ("id", "timestamp", "_error", "_residual", "_subjects")
 # `expect` is a golden record's answer format (a regular expression, curated by `nightshift golden
 # add`), `subjects` the hashes ingest writes, `timestamp_from` ingest's note: none is typed text.
 UNTOUCHED_METADATA = ("expect", "subjects", "timestamp_from")

@@ -85,8 +85,10 @@ def match_subjects(salt: bytes, user_id: str | None = None, text: str | None = N
 
 
 def subjects_of(record: dict) -> set[str]:
+    """The hashes stored with a record: `metadata.subjects`, or `_subjects` beside a line that
+    is no record (or whose metadata is no object)."""
     metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-    return set(metadata.get("subjects") or [])
+    return set(metadata.get("subjects") or []) | set(record.get("_subjects") or [])
 
 
 # The tombstones `nightshift forget` leaves: one JSON line per erasure, with the hashes it matched

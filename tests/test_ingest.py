@@ -83,6 +83,8 @@ def test_nothing_unredacted_is_written_and_records_keep_who_they_are_about_as_ha
                   {"text": "4111-1111-1111-1111"}):
         assert subjects.match_subjects(salt, **about) & subjects.subjects_of(first), about
         assert not subjects.match_subjects(salt, **about) & subjects.subjects_of(second), about
+    # The cut-off line is found by the email it held too, though it is no record.
+    assert subjects.match_subjects(salt, text="jo.lee@example.com") & subjects.subjects_of(broken)
 
 
 def test_a_record_about_a_forgotten_person_is_dropped_when_pulled_again(tmp_path):
