@@ -37,7 +37,7 @@ from pipelines import notify as notify_stage
 from pipelines import params as params_mod
 from pipelines.evaluate import SETS, metric
 from pipelines.records import read_json, write_json
-from registry import history
+from registry import erasure, history
 from registry import mlflow_registry as reg
 
 CRASH_AFTER_ENV = "NIGHTSHIFT_CRASH_AFTER"  # test hook only: see the module docstring
@@ -187,6 +187,10 @@ def register(ws: Path, date: dt.date, parent_version: str | None, versioned: dic
         "flow_run_id": _flow_run_id(), "eval_loss": metric(candidate, "new.eval_loss"),
         "champion_eval_loss": metric(champion, "new.eval_loss"),
     }
+    with chdir(ws):
+        erased = erasure.inherited(p.registry, parent_version)
+    if erased:  # trained from an adapter that learned from data `nightshift forget` erased
+        lineage["erased_data"] = erased
     # Every set's scores as run metrics, so the MLflow UI charts them across versions.
     scores = {f"{s}.{k}": metric(candidate, f"{s}.{k}") for s in SETS
               for k in ("eval_loss", "perplexity", "token_accuracy", "pairing_margin")}

@@ -52,3 +52,11 @@ def tag_erased_versions(p: params_mod.RegistryParams, learned_from: Callable[[st
         c.set_model_version_tag(p.model_name, version, ERASED, value)
         tagged[version] = {"version": version, "cycle": tags.get(f"{reg.TAG}cycle"), "why": why}
     return list(tagged.values())
+
+
+def inherited(p: params_mod.RegistryParams, parent_version: str | None) -> str | None:
+    """The erasure notes a new version trained from `parent_version` carries on: the parent's
+    adapter learned from erased data, so the child has learned it too."""
+    if not parent_version:
+        return None
+    return reg.client(p).get_model_version(p.model_name, parent_version).tags.get(ERASED)

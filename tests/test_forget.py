@@ -193,6 +193,20 @@ def test_the_version_that_trained_on_them_is_tagged_and_status_shows_it(forgotte
     assert "ERASED DATA" in out.stdout
 
 
+def test_a_version_trained_from_a_tagged_one_carries_its_erasure_note(forgotten_alice):
+    """What register puts into a new version's lineage: the note of the parent it trains from."""
+    from contextlib import chdir
+
+    from registry import erasure
+
+    ws = forgotten_alice[0]
+    p = params_mod.load(ws / "params.yaml").registry
+    with chdir(ws):
+        note = erasure.inherited(p, "1")
+        assert note and "alice" not in note.lower() and note.startswith(dt.date.today().isoformat()[:4])
+        assert erasure.inherited(p, None) is None
+
+
 def test_the_erased_cycle_says_it_cannot_be_rebuilt(forgotten_alice):
     ws = forgotten_alice[0]
     out = nightshift("reproduce", "--cycle", DAY1.isoformat(), "--check", ws=ws)
