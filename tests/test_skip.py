@@ -49,7 +49,7 @@ def test_a_night_with_no_records_is_skipped_with_its_accounting_and_no_model(qui
     ws, empty, _ = quiet_nights
     assert empty["status"] == "skipped" and "no new records" in empty["reason"]
     assert empty["accounting"] == {"pulled": 0, "clean": 0, "quarantined": 0, "duplicates": 0,
-                                   "balanced": True}
+                                   "forgotten": 0, "balanced": True}
     # No DVC stage ran: straight from ingest to versioning the empty snapshot.
     assert list(empty["timings"]) == ["ingest", "version"]
     recorded = json.loads((ws / "reports/cycles/2026-01-05.json").read_text())
