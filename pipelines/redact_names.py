@@ -15,6 +15,13 @@ is parsed twice), and one pass over the analyzer's results:
 - `refine`: PERSON spans that touch are merged, and every PERSON span is extended over the name
   words around it, so a name the NER split into pieces does not leave its surname behind.
 
+Whatever found a span, it is no name (`not_a_name`) where it is code-shaped (`obj.Name`, `len(`,
+snake_case, camelCase), a month or day next to a number ("Mar 05"), a programming language or
+tool (Pygments' lexer names) that is no first name, or followed by a version ("Node 18.17"); and
+in code, logs and config (fenced or inline code, and lines that read as code: `code_regions`)
+only a name written as one in a string or comment is kept (two or more capitalised words, one
+of them a known name). One lower-case word from the model is left to the chat rules.
+
 The first-name and surname gazetteer is Faker's name lists for all its locales (about 21,000
 first names and 24,000 surnames in Latin script, of many origins), read from the installed package:
 nothing is downloaded. A name word is only taken where the context says it is a name, or where
@@ -81,7 +88,8 @@ NOT_A_NAME = set("""team all everyone everybody folks guys there again so for in
 support customer service success sales billing help desk staff crew people friends you ya y'all
 yall sir madam mate buddy man dude again again! morning evening afternoon night day week
 """.split())
-HANDLE_RE = re.compile(r"(?<![\w@.])@([A-Za-z][A-Za-z0-9_]*(?:[.\-][A-Za-z0-9_]+)*)(?![\w(/@])")
+# An @handle, not a scoped package (`@types/node`, `@hello-pangea/dnd`) nor an e-mail's host.
+HANDLE_RE = re.compile(r"(?<![\w@.])@([A-Za-z][A-Za-z0-9_]*(?:[.\-][A-Za-z0-9_]+)*)(?![\w(/@]|[.\-]\w)")
 # @mentions that address a group, and decorators or annotations of code.
 NOT_A_HANDLE = set("""here channel everyone all team group admin admins property staticmethod
 classmethod dataclass abstractmethod override Override Test Before After BeforeEach AfterEach
@@ -91,6 +99,87 @@ author type types media import charset font-face keyframes apply tailwind lru_ca
 cached_property wraps fixture pytest app router route click mark""".split())
 USERNAME_RE = re.compile(r"(?i:\b(?:user(?:name)?|user name|login|handle|account)\s*[:=]?\s*)"
                          r"['\"`“‘]([A-Za-z][A-Za-z0-9_.\-]{2,30})['\"`”’]")
+
+
+# --- Code, logs and technical words --------------------------------------------------------------
+# An NER model trained on news reads identifiers, log fields and product names as people and
+# places (`len`, `Mar 05`, "in Python", "Node 18.17"). A span in code is taken only when it is
+# written as a name is in a string or comment of code (two or more capitalised words, one of them
+# a known name); a span that is itself code-shaped, a date or a technical word is never a name.
+
+# Fenced code blocks (``` or ~~~, to the closing fence or the end of the text) and inline code.
+FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]+`")
+# A line of code, a log, a config or machine output: an operator or punctuation prose does not
+# use, a call or an index, a statement's keyword at the start, key=value, an INI [section], a
+# timestamp or a log level, or "Key:   value" aligned in columns.
+CODE_LINE = re.compile(
+    r"[;{}]\s*$|^\s*[}\])]|:=|=>|->|::|==|!=|&&|\|\||[-+*/%]=|"
+    r"[A-Za-z_]\w*\((?:[^()\s]|\))|\w\[|[\])]\.\w|"
+    r"^\s*(?:def|class|import|from\s+[\w.]+\s+import|return|elif|else|try|except|finally|"
+    r"func|fn|let|const|var|val|public|private|protected|static|package|using|namespace|"
+    r"#include|#define|#!|SELECT|INSERT|UPDATE|DELETE|CREATE)\b|"
+    r"\b[\w.-]+=[^\s=]|^\s*[\w.-]+[ \t]*=[ \t]*\S|^\s*\[[\w .:\-\"']+\]\s*$|"
+    r"^\s*(?:\[?\d{4}-\d\d-\d\d|\[?\d\d:\d\d:\d\d|[A-Z][a-z]{2} +\d{1,2} +\d\d:\d\d)|"
+    r"\b(?:INFO|WARN|WARNING|ERROR|DEBUG|TRACE|FATAL|CRITICAL|NOTICE)\b|"
+    r"^\s*[\w .-]+:[ \t]{2,}\S", re.MULTILINE)
+INDENTED = re.compile(r"^(?:\t| {4})")
+# Characters around a span that make it part of code: an attribute, a call, an index, an
+# assignment, a path, a namespace or a generic (`obj.Name`, `Name(`, `Name[`, `Name=`, `A::B`,
+# `x->Name`, `$Name`, `<Name>`).
+CODE_BEFORE = re.compile(r"(?:[\w$\\/#<]|(?<!\.)\.|::|->)\Z")
+CODE_AFTER = re.compile(r"^(?:[\w(\[=<>/\\$]|\.\w|::|->)")
+# snake_case, or letters and digits mixed: an identifier (camelCase: `Words.capitalised` says).
+IDENTIFIER = re.compile(r"_|[A-Za-z]\d|\d[A-Za-z]")
+# Months and days, written out or abbreviated: next to a number they are a date ("Mar 05",
+# "Tue, 05 Mar 2024", "June 3rd"), never a name.
+CALENDAR_WORDS = frozenset(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec monday tuesday wednesday thursday friday "
+    "saturday sunday mon tue tues wed thu thur thurs fri sat sun".split())
+NEXT_TO_NUMBER = (re.compile(r"(?:\d(?:st|nd|rd|th)?,?|\d\.)[ \t]*\Z"), re.compile(r"^\.?,?[ \t]*\d"))
+# A version right after a word makes it a product: "Node 18.17", "Python 3.12", "Windows 11".
+VERSION_AFTER = re.compile(r"^[ \t]+v?\d+(?:\.\d+)+\b|^[ \t]+v\d+\b")
+
+
+@functools.lru_cache(maxsize=1)
+def technical_words() -> frozenset[str]:
+    """Names and aliases of programming languages, file formats and tools, lower-cased: Pygments'
+    lexer registry (about 600 lexers), a list maintained with the languages it highlights."""
+    from pygments.lexers import get_all_lexers
+
+    out: set[str] = set()
+    for name, aliases, _, _ in get_all_lexers():
+        for word in (name, *aliases):
+            if re.fullmatch(r"[A-Za-z][A-Za-z0-9+#]+", word):
+                out.add(word.lower())
+    return frozenset(out)
+
+
+@functools.lru_cache(maxsize=1)
+def code_identifiers() -> frozenset[str]:
+    """Python's keywords, built-in names and standard library modules (`len`, `max`, `sys`,
+    `math`), lower-cased: words of code that some of Faker's name lists also hold."""
+    import builtins
+    import keyword
+    import sys
+
+    return frozenset(w.lower() for w in (*keyword.kwlist, *dir(builtins), *sys.stdlib_module_names))
+
+
+def code_regions(text: str) -> list[tuple[int, int]]:
+    """Spans of `text` that are code, logs or machine output: fenced blocks, inline code, and
+    lines that read as code (CODE_LINE), with the indented lines next to them."""
+    regions = [m.span() for m in FENCED.finditer(text)] + [m.span() for m in INLINE_CODE.finditer(text)]
+    lines, offset = [], 0
+    for line in text.split("\n"):
+        lines.append((offset, offset + len(line), bool(CODE_LINE.search(line))))
+        offset += len(line) + 1
+    for i, (start, end, code) in enumerate(lines):
+        near = any(lines[j][2] for j in (i - 1, i + 1) if 0 <= j < len(lines))
+        if code or (near and INDENTED.match(text, start)):
+            regions.append((start, end))
+    return regions
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,6 +250,13 @@ class Words:
     def token(self, start: int):
         return self.tokens.get(start)
 
+    @functools.cached_property
+    def code(self) -> list[tuple[int, int]]:
+        return code_regions(self.text)
+
+    def in_code(self, start: int, end: int) -> bool:
+        return any(s <= start and end <= e for s, e in self.code)
+
     def is_word(self, word: str, words: frozenset[str] | None = None) -> bool:
         """In the dictionary, as it is or inflected ("settings", "logged")."""
         words = self.words if words is None else words
@@ -205,7 +301,10 @@ class Words:
         if word.islower() and strong:
             return (self.known(w) and not self.is_common(w)) or (whole and not self.is_word(w))
         if word.islower() and self.lowercase:
-            return w in self.first and not self.is_word(w)
+            # With no context, a short lower-case word is more often an abbreviation or an
+            # identifier ("val", "len", "env") than a name: those need a context that says so.
+            return (w in self.first and not self.is_word(w) and len(w) >= 4
+                    and w not in code_identifiers())
         return False
 
     def tag(self, start: int) -> str:
@@ -257,6 +356,35 @@ class Words:
         return self.lowercase and w in self.last and not self.is_common(w)
 
 
+def not_a_name(words: Words, start: int, end: int) -> bool:
+    """Is the span [start, end) code, a date, a product's version or a technical word, whatever
+    a model or a chat rule made of it? In code or a log (code_regions), only a name written as
+    one in a string or comment is kept: two or more capitalised words, one of them a known name."""
+    text, span = words.text, words.text[start:end]
+    parts = WORD_RE.findall(span.lstrip("@"))
+    if not parts:
+        return True
+    if CODE_BEFORE.search(text[max(0, start - 2):start]) or CODE_AFTER.match(text[end:end + 2]):
+        return True
+    if not span.startswith("@") and any(
+            IDENTIFIER.search(t) or (not t.isupper() and not t.islower() and not words.capitalised(t))
+            for t in re.findall(r"[\w'’-]+", span)):
+        return True
+    if len(parts) == 1:
+        w = parts[0].lower()
+        if w in CALENDAR_WORDS and (NEXT_TO_NUMBER[0].search(text[max(0, start - 8):start])
+                                    or NEXT_TO_NUMBER[1].match(text[end:end + 4])):
+            return True
+        if w in technical_words() and w not in words.first:
+            return True
+    if VERSION_AFTER.match(text[end:end + 16]):
+        return True
+    if words.in_code(start, end):
+        return not (len(parts) > 1 and all(words.capitalised(t) for t in parts)
+                    and any(words.known(t) for t in parts))
+    return False
+
+
 def words_for(text: str, nlp_artifacts) -> Words:
     doc = nlp_artifacts.tokens if nlp_artifacts is not None else None
     nlp = getattr(doc, "lang_", None) and _nlp_of(nlp_artifacts)
@@ -299,6 +427,10 @@ class NerNameRecognizer(LocalRecognizer):
             if label not in entities or label not in self.supported_entities:
                 continue
             start, end = ent.start_char, ent.end_char
+            if label in ("PERSON", "LOCATION") and (
+                    not_a_name(words, start, end) or re.fullmatch(r"[^\W\d_]+", ent.text)
+                    and ent.text.islower()):
+                continue  # code, a date, a technical word; one lower-case word: the chat rules' to find
             if label == "PERSON":
                 if not plausible_person(words, start, end):
                     if "LOCATION" in entities and place_by_position(words, start, end):
@@ -306,6 +438,8 @@ class NerNameRecognizer(LocalRecognizer):
                     continue
                 start, end = words.extend(start, end)
             elif label == "LOCATION" and not plausible_place(words, start, end):
+                continue
+            if label == "PERSON" and not_a_name(words, start, end):
                 continue
             results.append(_result(label, start, end, score, self))
         return results
@@ -384,6 +518,8 @@ def plausible_place(words: Words, start: int, end: int) -> bool:
     names = WORD_RE.findall(span)
     if len(names) == 1 and words.is_word(names[0], words.not_nouns):
         return False  # "Delete", "React", "Billing": a verb or adjective, not a place
+    if len(names) == 1 and not words.is_word(names[0]) and re.search(r"(?:^|[.!?:]\s)\s*\Z", words.text[:start]):
+        return False  # first word of a line or sentence, where any word is capitalised, and no known place
     return True
 
 
@@ -438,8 +574,9 @@ class ChatNameRecognizer(LocalRecognizer):
         for m in USERNAME_RE.finditer(text):
             if not words.is_common(m.group(1)):
                 spans.append(m.span(1))
-        spans = [words.extend(s, e) for s, e in spans]
-        return [_result("PERSON", s, e, NAME_SCORE, self) for s, e in sorted(set(spans))]
+        spans = [words.extend(s, e) for s, e in spans if not not_a_name(words, s, e)]
+        return [_result("PERSON", s, e, NAME_SCORE, self) for s, e in sorted(set(spans))
+                if not not_a_name(words, s, e)]
 
     @staticmethod
     def _names(words: Words, seq: str, offset: int, strong: bool, whole: bool) -> list[tuple[int, int]]:

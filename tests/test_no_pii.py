@@ -31,21 +31,32 @@ def test_the_set_is_hand_written_records_of_every_kind(records):
     assert len({r["messages"][0]["content"] for r in records}) == len(records)
 
 
+def test_the_dev_and_heldout_parts_split_the_set(records):
+    dev, heldout = no_pii_testset.part(records, "dev"), no_pii_testset.part(records, "heldout")
+    assert len(heldout) == len(records) // 4 and len(dev) + len(heldout) == len(records)
+    assert not {r["id"] for r in dev} & {r["id"] for r in heldout}
+
+
 def test_the_pattern_recognizers_alter_at_most_two_percent(records, patterns_only):
     result = no_pii_testset.measure(patterns_only, records)
     assert result["rate"] <= MAX_ALTERED, [(a["id"], a["residual"], a["changes"])
                                            for a in result["altered_records"]]
 
 
-def test_with_the_configured_redaction_at_most_two_percent_are_altered(records, params):
+def test_with_the_default_params_and_their_ner_model_at_most_two_percent_are_altered(records, params):
+    assert params.redact.ner_model, "the default params redact names"
     result = no_pii_testset.measure(redact.Redactor(params.redact), records)
-    if params.redact.ner_model and result["rate"] > MAX_ALTERED:
-        pytest.xfail(f"{result['altered']} of {result['records']} altered with the NER model "
-                     f"{params.redact.ner_model}: " + ", ".join(
-                         sorted({p.split("_")[0].strip("<") for a in result["altered_records"]
-                                 for _, after in a["changes"] for p in after.split()
-                                 if p.startswith("<") and "_" in p})))
-    assert result["rate"] <= MAX_ALTERED, [(a["id"], a["changes"]) for a in result["altered_records"]]
+    assert result["rate"] <= MAX_ALTERED, [(a["id"], a["residual"], a["changes"])
+                                           for a in result["altered_records"]]
+
+
+def test_a_context_word_counts_only_as_a_whole_word(params):
+    # Presidio matches context words inside other words by default: `lic` (licence) in
+    # "application" lifted `p50` to a driver's licence number once the NER model gave lemmas.
+    redactor = redact.Redactor(params.redact)
+    text = "The application's p50 latency is 38 ms, p99 is 410 ms."
+    assert redactor.redact_text(text, {}) == text
+    assert "<US_DRIVER_LICENSE_1>" in redactor.redact_text("My driver's license is D1234567.", {})
 
 
 @pytest.mark.parametrize("text", [

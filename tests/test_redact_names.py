@@ -84,6 +84,30 @@ def test_words_that_are_also_names_and_product_names_are_left_alone(redactor):
         assert redactor.redact_text(text, {}) == text
 
 
+@pytest.mark.parametrize("text", [
+    "for i, val in enumerate(vals):\n    total += val",                    # identifiers in code
+    "Run `sys.exit(main())` at the end.",                                  # inline code
+    "the sum is computed by math.fsum, and max picks the largest",         # a lower-case word
+    "Feb 28 23:59:01 db-1 postgres[887]: LOG:  checkpoint starting",       # a log line's date
+    "  Reason:       Completed\n  Started:      Wed, 12 Jun 2024 08:00:00 +0000",  # aligned fields
+    "[tool.ruff]\nline-length = 100\nexclude = build,dist",               # a config file
+    "Is Kotlin or Dart better for a small mobile app?",                    # programming languages
+    "We upgraded to Node 20.11 and Python 3.12 last week.",                # a product's version
+    "npm install @tanstack/react-query",                                   # a scoped package
+])
+def test_code_logs_dates_and_technical_words_are_not_names_or_places(redactor, text):
+    assert redactor.redact_text(text, {}) == text
+
+
+def test_a_name_written_in_code_or_next_to_it_is_still_redacted(redactor):
+    for text, name in [('author = "Priya Iyer"', "Priya Iyer"),
+                       ("# TODO: ask Tomasz Nowak about the retry logic\nretries = 3", "Tomasz Nowak"),
+                       ("Hi Priya, run `make test` again.", "Priya"),
+                       ("Thanks, Declan\n\n```\nval x = 1\n```", "Declan")]:
+        out = redactor.redact_text(text, {})
+        assert not any(redact_names.survives(p, out) for p in redact_names.name_parts(name)), out
+
+
 def test_places_are_redacted_but_not_country_codes_or_verbs(redactor):
     out = redactor.redact_text("We moved from Toronto to Vancouver; the UK plan is fine. Delete it.", {})
     assert "Toronto" not in out and "Vancouver" not in out and "<LOCATION_2>" in out
