@@ -24,6 +24,7 @@ what it has no recognizer for, or finds only in part:
 
 from __future__ import annotations
 
+import functools
 import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
@@ -284,20 +285,104 @@ NOT_PHONE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\
                        r"^\d{1,3}(?:\.\d{1,3}){2,}$|^\d+\.\d+$")
 
 
-def phone_spans(text: str) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=1)
+def _phone_matcher_class():
+    """libphonenumber's matcher, less the parses that cannot succeed.
+
+    The matcher tries every candidate (and the groups inside it) with `parse` and `is_valid_number`
+    for its region; run once per region, that is where nearly all the time of phone_spans went.
+    Two things make it cheaper and change no result:
+    - a candidate with a `+` parses the same whatever the region: it is parsed once per window
+      and the result shared by the matchers of all regions (`shared`, which also keeps each
+      candidate's digits);
+    - a number without `+` is only valid for a region if, after the parse strips an IDD, a
+      country code or a national prefix from its front, the rest is a national number of that
+      country: some suffix of its digits of a possible length matching the country's general
+      pattern (`_may_be_national`). Where that is impossible the parse is skipped. Regions whose
+      national prefix rule rewrites digits (AR, BR, JP), and numbers that start with the
+      region's IDD, are always parsed.
+    tests/test_no_pii.py checks the results against the plain matcher's. And the metadata's
+    patterns are compiled once (phonenumbers' documented pattern cache): the regions' patterns
+    are more than `re`'s cache holds, so without it they were compiled again and again.
+    """
+    import phonenumbers
+
+    phonenumbers.enable_pattern_cache()
+
+    class ScreenedMatcher(phonenumbers.PhoneNumberMatcher):
+        def __init__(self, text: str, region: str, shared: dict):
+            super().__init__(text, region, leniency=phonenumbers.Leniency.VALID)
+            self.shared = shared
+
+        def _parse_and_verify(self, candidate, offset):
+            if "+" in candidate or "＋" in candidate:
+                key = (candidate, offset)
+                if key not in self.shared:
+                    self.shared[key] = super()._parse_and_verify(candidate, offset)
+                return self.shared[key]
+            digits = self.shared.get(candidate)
+            if digits is None:
+                digits = self.shared[candidate] = (re.sub(r"\D", "", candidate) if candidate.isascii()
+                                                   else phonenumbers.normalize_digits_only(candidate))
+            if not _may_be_national(digits, self.preferred_region):
+                return None
+            return super()._parse_and_verify(candidate, offset)
+
+    return ScreenedMatcher
+
+
+@functools.lru_cache(maxsize=None)
+def _national_screen(region: str):
+    """(IDD regex, [(possible lengths, general pattern)] of the regions of its country code), or
+    None where the region's national prefix rule rewrites digits (no screening)."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    metadata = PhoneMetadata.metadata_for_region(region)
+    if metadata.national_prefix_transform_rule:
+        return None
+    descs = []
+    for other in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[metadata.country_code]:
+        m = PhoneMetadata.metadata_for_region_or_calling_code(metadata.country_code, other)
+        if m is not None and m.general_desc is not None and m.general_desc.national_number_pattern:
+            descs.append((tuple(m.general_desc.possible_length),
+                          re.compile(m.general_desc.national_number_pattern)))
+    idd = re.compile(metadata.international_prefix) if metadata.international_prefix else None
+    return idd, descs
+
+
+def _may_be_national(digits: str, region: str) -> bool:
+    """Could `digits` (no `+`) parse as a valid number for `region`? False only where no suffix of
+    them is a national number of the region's country and they do not start with its IDD."""
+    screen = _national_screen(region)
+    if screen is None:
+        return True
+    idd, descs = screen
+    if idd is not None and idd.match(digits):
+        return True
+    for lengths, pattern in descs:
+        for n in lengths or range(1, len(digits) + 1):
+            if n <= len(digits) and pattern.fullmatch(digits[len(digits) - n:]):
+                return True
+    return False
+
+
+def phone_spans(text: str, matcher=None) -> list[tuple[int, int]]:
     """Spans of phone numbers that libphonenumber's matcher finds valid in one of PHONE_REGIONS.
 
     International numbers (+ or 00) are taken as found. A national number must be written like
     one (groups, parentheses, a leading trunk 0) or have a phone word before it, and at least
-    8 digits: a bare integer, a date, a version or a decimal is not a phone number."""
-    import phonenumbers
-
+    8 digits: a bare integer, a date, a version or a decimal is not a phone number.
+    `matcher(window, region, shared)`: the matcher to use, by default the screened one."""
+    matcher = matcher or _phone_matcher_class()
     spans = set()
     for w in PHONE_WINDOW.finditer(text):
         window = w.group()
+        if "+" not in window and "00" not in window and sum(c.isdigit() for c in window) < 8:
+            continue  # too short for a national number, and no international prefix
+        shared: dict = {}
         for region in PHONE_REGIONS:
-            for m in phonenumbers.PhoneNumberMatcher(window, region,
-                                                     leniency=phonenumbers.Leniency.VALID):
+            for m in matcher(window, region, shared):
                 raw = m.raw_string
                 start = w.start() + m.start
                 if raw.startswith(("+", "00")):

@@ -59,6 +59,36 @@ def test_a_context_word_counts_only_as_a_whole_word(params):
     assert "<US_DRIVER_LICENSE_1>" in redactor.redact_text("My driver's license is D1234567.", {})
 
 
+def test_the_screened_phone_matcher_finds_what_the_plain_one_finds(records):
+    # pipelines/redact_recognizers.py skips the parses that cannot succeed: on numbers of every
+    # region in every layout, and on text without personal data, the spans must be the same.
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat as F
+
+    from pipelines.redact_recognizers import PHONE_REGIONS, phone_spans
+
+    def plain(window, region, shared):
+        return phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.VALID)
+
+    texts = [t for r in records for t in no_pii_testset.texts(r)]
+    for region in PHONE_REGIONS:
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            national = phonenumbers.format_number(number, F.NATIONAL)
+            e164 = phonenumbers.format_number(number, F.E164)
+            texts += [f"call me on {national} tomorrow", f"tel {phonenumbers.format_number(number, F.INTERNATIONAL)}",
+                      f"{e164}, or 00{e164[1:]} or 011 {e164[1:]}", f"my number is {national.replace(' ', '')}",
+                      f"order {phonenumbers.national_significant_number(number)} shipped"]
+    found = 0
+    for text in texts:
+        spans = phone_spans(text)
+        assert spans == phone_spans(text, plain), text
+        found += bool(spans)
+    assert found > 4 * len(PHONE_REGIONS)
+
+
 @pytest.mark.parametrize("text", [
     "result.append(x)",
     "std::sort(v.begin(), v.end());",
