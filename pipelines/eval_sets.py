@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import random
 import re
 from pathlib import Path
@@ -97,9 +98,11 @@ def anchor_training_records(seed: int, anchor_eval: list[dict], redact: Callable
     """The anchor training set: conversations drawn like `anchor_records` (each topic's first
     template), redacted by `redact`, skipping any that shares an id, the whole conversation or a
     user question with a record of `anchor_eval` (the redacted eval set) or with one already
-    taken. ANCHOR_TRAIN_RECORDS in all, the same number per topic."""
+    taken. ANCHOR_TRAIN_RECORDS in all, the same number per topic. A first template whose
+    redacted variants run out (every slot it has is personal, so redaction makes them alike)
+    is followed by the topic's next template; a topic whose templates all run out repeats the
+    distinct conversations it has (never one of the eval set's) up to its number."""
     rng = random.Random(f"anchor-train-{seed}")
-    first_only = {topic: templates[:1] for topic, templates in TEMPLATES.items()}
     topics = list(TEMPLATES)
     per_topic = ANCHOR_TRAIN_RECORDS // len(topics)
     taken_ids = {r["id"] for r in anchor_eval}
@@ -107,13 +110,18 @@ def anchor_training_records(seed: int, anchor_eval: list[dict], redact: Callable
     taken_questions = {user_turns(r) for r in anchor_eval}
     records: list[dict] = []
     for topic in topics:
-        kept, tries = 0, 0
+        kept, tries, distinct = 0, 0, []
         while kept < per_topic:
             tries += 1
-            if tries > 100 * per_topic:
-                raise RuntimeError(f"could not draw {per_topic} distinct anchor training records "
-                                   f"for topic {topic!r}: its first template has too few variants")
-            record = redact(make_record(rng, DAY, len(records), topic, first_only))
+            used = 1 + tries // (20 * per_topic)  # templates in use: one more each time they run out
+            if used > len(TEMPLATES[topic]):
+                if not distinct:
+                    raise RuntimeError(f"no anchor training record for topic {topic!r} differs "
+                                       "from the anchor eval set's")
+                for again in itertools.islice(itertools.cycle(distinct), per_topic - kept):
+                    records.append({**again, "id": f"anchor-train-{len(records) + 1:04d}"})
+                break
+            record = redact(make_record(rng, DAY, len(records), topic, {topic: TEMPLATES[topic][:used]}))
             record["id"] = f"anchor-train-{len(records) + 1:04d}"
             record["feedback"] = None
             record["metadata"] = {"topic": topic, "source": "anchor_train"}
@@ -124,6 +132,7 @@ def anchor_training_records(seed: int, anchor_eval: list[dict], redact: Callable
             taken_content.add(content_hash(record))
             taken_questions.add(user_turns(record))
             records.append(record)
+            distinct.append(record)
             kept += 1
     return records
 

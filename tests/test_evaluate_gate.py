@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pipelines import evaluate, gate, sample_logs, train
+from pipelines import evaluate, gate, redact, sample_logs, train
 from pipelines.records import read_jsonl, write_jsonl
 from tests.conftest import ROOT
 
@@ -161,14 +161,17 @@ def test_identical_adapters_do_not_diverge_and_a_retrained_one_does(tmp_path, ti
 
 def test_an_adapter_that_learned_to_emit_an_email_is_rejected_by_the_behaviour_check(
         tmp_path, tiny_base, params, replace):
-    rows = records(5, 72)
+    # Redacted as the pipeline's records are (the golden prompts the generations answer are),
+    # with one address that got through added to the answers.
+    redactor = redact.Redactor(params.redact)
+    rows = [redactor.redact_record(r) for r in records(5, 72)]
     leaky = [{**r, "messages": r["messages"][:-1] + [{
         "role": "assistant", "content": "Email me at jane@example.com. " + r["messages"][-1]["content"]}]}
         for r in rows[:48]]
     write_jsonl(tmp_path / "leaky.jsonl", leaky)
     # Plain LoRA at a higher rate: the behaviour check is the same for both, and this learns the
     # address in seconds.
-    tp = replace(params.train, epochs=6, quantization="none", learning_rate=0.004)
+    tp = replace(params.train, epochs=10, quantization="none", learning_rate=0.004)
     train.run(tp, tiny_base, params.seed, tmp_path / "none", tmp_path / "leaky.jsonl", tmp_path / "cand")
     report = evaluate.run(replace(params.evaluate, generation_examples=8), tp, tiny_base, params.seed,
                           tmp_path / "cand", tmp_path / "none", sets_for(rows[48:]))
