@@ -507,20 +507,31 @@ DATE_WORDS = re.compile(r"(?i)\b(?:born|birth|birthday|dob|date|on|since|until|f
                         r"expires?|expiry|valid|issued|dated|appointment)\b")
 
 
+# Words that make a date a person's: their birth, age, or a visit or appointment of theirs (the
+# dates HIPAA's Safe Harbor lists). A release date, a deadline, an invoice month are not, and
+# redacting them would only cost training text (`deprecated 2023-06-30`, `my invoice for March`).
+PERSONAL_DATE_WORDS = re.compile(
+    r"(?i)\b(?:born|birth|birthday|b-?day|dob|d\.o\.b\.?|age[ds]?|anniversary|appointment|"
+    r"admitted|admission|discharged?|visit(?:ed)?|died|death|deceased|married|wedding)\b")
+PERSONAL_DATE_WINDOW = 40  # characters before the date in which such a word ties it to a person
+
+
 def date_recognizer(language: str) -> EntityRecognizer:
-    """Presidio's DateRecognizer, less the dates of timestamps (`2024-03-05 12:00:01`,
-    `2024-03-05T12:00:01Z`): a log line's or a record's event time says when something ran, not
-    who someone is. A date on its own (a birthday, an appointment) is still a DATE_TIME."""
+    """Presidio's DateRecognizer, for a person's dates only: a date with a word of
+    PERSONAL_DATE_WORDS shortly before it (`born 12/03/1984`, `DOB: 1984-03-12`), never the
+    date of a timestamp (`2024-03-05 12:00:01`, `2024-03-05T12:00:01Z`: when something ran) or a
+    dotted version."""
     from presidio_analyzer.predefined_recognizers import DateRecognizer
 
-    class TimestampAwareDateRecognizer(DateRecognizer):
+    class PersonalDateRecognizer(DateRecognizer):
         def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
             results = super().analyze(text, entities, nlp_artifacts, regex_flags) or []
             return [r for r in results
                     if "T" not in text[r.start:r.end] and not TIME_AFTER_DATE.match(text, r.end)
-                    and not _dotted_version(text, r.start, r.end)]
+                    and not _dotted_version(text, r.start, r.end)
+                    and PERSONAL_DATE_WORDS.search(text[max(0, r.start - PERSONAL_DATE_WINDOW):r.start])]
 
-    return TimestampAwareDateRecognizer(supported_language=language, name="DateRecognizer")
+    return PersonalDateRecognizer(supported_language=language, name="DateRecognizer")
 
 
 # --- National identity, tax and health numbers ---------------------------------------------------

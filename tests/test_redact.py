@@ -197,3 +197,13 @@ def test_a_text_longer_than_one_window_is_redacted_across_window_boundaries(para
     redacted = Redactor(params.redact).redact_text(text, {})
     assert email not in redacted and "ann@example.org" not in redacted
     assert redacted.count("<EMAIL_ADDRESS_1>") == 1 and redacted.count("<EMAIL_ADDRESS_2>") == 1
+
+
+def test_a_date_is_redacted_when_it_is_a_persons_not_when_it_dates_a_release_or_a_log_line(redactor):
+    personal = ["I was born on 12/03/1984 in Leeds.", "DOB: 1984-03-12", "my appointment on 2024-05-02"]
+    other = ["deprecated 2023-06-30, use v2 instead", "Why is my invoice for March higher?",
+             "2024-03-05 12:00:01 INFO job started", "released 2024-03-04 with the new API"]
+    for text in personal:
+        assert "<DATE_TIME_1>" in redactor.redact_text(text, {}), text
+    for text in other:
+        assert redactor.redact_text(text, {}) == text, text
