@@ -127,6 +127,10 @@ def iban_de(rng: random.Random) -> str:
 
 # The slots that identify a person or hold a secret: redaction must leave none of them.
 PERSONAL_SLOTS = ("name", "email", "phone", "card", "iban", "address", "api_key")
+# ... and what redaction leaves in their place.
+PLACEHOLDERS = {"name": "<PERSON_1>", "email": "<EMAIL_ADDRESS_1>", "phone": "<PHONE_NUMBER_1>",
+                "card": "<CREDIT_CARD_1>", "iban": "<IBAN_CODE_1>", "address": "<STREET_ADDRESS_1>",
+                "api_key": "<API_KEY_1>"}
 
 
 def fill_slots(rng: random.Random) -> dict[str, str]:
@@ -180,11 +184,14 @@ def topic_weights(day_index: int, shift: float) -> list[float]:
 
 def make_record(rng: random.Random, day: dt.date, index: int, topic: str,
                 templates: dict[str, list[tuple[str, str]]] = TEMPLATES,
-                personal: set[str] | None = None) -> dict:
+                personal: set[str] | None = None, redacted: bool = False) -> dict:
     """One support dialogue. `personal`, if given, gets the personal values the record holds
-    (the slots of PERSONAL_SLOTS it uses, the name's parts, its user id)."""
+    (the slots of PERSONAL_SLOTS it uses, the name's parts, its user id). `redacted` writes the
+    personal slots as the placeholders redaction leaves (`<PERSON_1>`), drawing the same values."""
     user_t, assistant_t = rng.choice(templates[topic])
     slots = fill_slots(rng)
+    if redacted:
+        slots = {**slots, **PLACEHOLDERS}
     # A quarter of users introduce themselves by name, which the assistant echoes back.
     user_text = user_t.format(**slots)
     greeting = ""
@@ -327,12 +334,14 @@ def corpus_dialogues(seed: int, records: int) -> list[list[dict]]:
     """Dialogues for pre-training the tiny base model: every topic, but only its first template.
 
     The base model thus knows the store's language and the chat format, while most answers in the
-    daily logs are new to it: there is something real for each night's adapter to learn.
+    daily logs are new to it: there is something real for each night's adapter to learn. They
+    are written as redaction leaves them (`<PERSON_1>`, `<EMAIL_ADDRESS_1>`), the form every
+    record it is later tuned on has: the base model learns no person's name.
     """
     rng = random.Random(f"corpus-{seed}")
     day = dt.date(2025, 1, 1)
     first_only = {topic: templates[:1] for topic, templates in TEMPLATES.items()}
-    return [make_record(rng, day, i, TOPICS[i % len(TOPICS)], first_only)["messages"]
+    return [make_record(rng, day, i, TOPICS[i % len(TOPICS)], first_only, redacted=True)["messages"]
             for i in range(records)]
 
 
