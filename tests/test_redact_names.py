@@ -48,7 +48,7 @@ def test_person_recall_and_false_positives_meet_the_targets(redactor, split):
     figures = redact_names.score(rows, redacted(redactor, rows))
     assert figures["person_recall"] >= 0.95, figures
     assert figures["false_positive_rate"] <= 0.05, figures
-    assert figures["location_recall"] >= 0.7, figures
+    assert figures["location_recall"] >= 0.9, figures  # vanilla Presidio, same model: 0.831
 
 
 def test_a_name_the_model_splits_leaves_no_surname_behind(redactor):
@@ -112,6 +112,54 @@ def test_places_are_redacted_but_not_country_codes_or_verbs(redactor):
     out = redactor.redact_text("We moved from Toronto to Vancouver; the UK plan is fine. Delete it.", {})
     assert "Toronto" not in out and "Vancouver" not in out and "<LOCATION_2>" in out
     assert "UK plan" in out and "Delete it." in out
+
+
+def test_known_places_are_found_where_their_context_says_place(redactor):
+    for text, place in [("Greetings from rainy Glasgow. Is the outage over?", "Glasgow"),
+                        ("we are moving to paris in may", "paris"),
+                        ("Our warehouse team in Durban ships on Mondays.", "Durban"),
+                        ("Hi, it's Lucia from the Sevilla store.", "Sevilla"),
+                        ("We have a Lagos-based support team.", "Lagos"),
+                        ("Merci, je suis à Lyon.", "Lyon"),
+                        ("Most of the users are in Mumbai and Pune.", "Pune"),
+                        ("I'm from Mobile, Alabama.", "Mobile"),
+                        ("We moved to Nice last year.", "Nice")]:
+        out = redactor.redact_text(text, {})
+        assert not redact_names.survives(place, out) and "<LOCATION_1>" in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "Nice work on the release!",                           # a city named like a word
+    "Switch to Mobile view in Settings.",
+    "Enable Reading mode in the browser.",
+    "Greetings from sunny Split!",                         # the model does not read it as a place
+    "The Toyota store replaced my key fob.",               # a company named after its town
+    "We upgraded to Monterey and the app crashed.",        # a release, not a trip
+    "i'm at home right now, from time to time the sync fails",
+    'config.region = "Frankfurt"\nconfig.replicas = 3',      # code
+])
+def test_words_products_and_code_named_like_places_are_left_alone(redactor, text):
+    assert redactor.redact_text(text, {}) == text
+
+
+def test_a_first_name_that_is_also_a_city_is_a_place_only_in_a_places_context(redactor):
+    assert "<LOCATION" not in redactor.redact_text("Florence said the invoice is wrong.", {})
+    assert "<LOCATION_1>" in redactor.redact_text("The Victoria branch is closing.", {})
+
+
+def test_the_place_gazetteer_is_read_from_the_installed_package(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the place gazetteer must not reach the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    redact_names.places.cache_clear()
+    names, longest = redact_names.places()
+    assert len(names) > 30_000 and longest <= redact_names.MOST_PLACE_WORDS
+    assert {"glasgow", "bogota", "rio de janeiro", "seville", "new zealand", "ohio"} <= set(names)
+    assert names["monterey"] < redact_names.BIG_PLACE  # its own size, not that of Monterrey, Mexico
 
 
 def test_a_person_keeps_one_placeholder_across_a_records_messages(redactor):
