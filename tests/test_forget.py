@@ -21,7 +21,7 @@ from flows import workspace as wsp
 from pipelines import params as params_mod
 from pipelines import sample_logs, subjects
 from tests.conftest import write_tiny_params
-from tests.test_s3_remote import aws_env, s3_endpoint  # noqa: F401  (fixtures: moto's S3 server)
+from tests.test_s3_remote import aws_env, s3_endpoint, s3_workspace  # noqa: F401  (fixtures: moto's S3 server)
 
 pytestmark = pytest.mark.slow
 
@@ -278,14 +278,7 @@ def test_on_an_s3_remote_objects_of_earlier_commits_are_deleted_there_too(tmp_pa
     (moto), the first buffer's object no longer in the local cache, and a pushed file no commit
     recorded. Forgetting finds the first on the remote through the commit that recorded it, the
     last by reading the objects no commit records, and deletes both there."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket=S3_BUCKET)
-    ws = wsp.init(tmp_path / "ws")
-    write_tiny_params(ws / "params.yaml", **{"version.remote": "s3",
-                                             "version.remote_url": f"s3://{S3_BUCKET}/ws",
-                                             "version.endpoint_url": s3_endpoint})
+    ws, s3 = s3_workspace(tmp_path / "ws", s3_endpoint, S3_BUCKET, "ws")
     salt = subjects.load_salt(ws / subjects.SALT_FILE)
     snapshot, buffer = ws / f"data/snapshots/{DAY1}.jsonl", ws / "data/replay/buffer.jsonl"
     alice = [snapshot_record(salt, ALICE, i) for i in range(2)]

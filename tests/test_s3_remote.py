@@ -49,17 +49,24 @@ def aws_env(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp_path, s3_endpoint, aws_env):
+def s3_workspace(path, s3_endpoint: str, bucket: str, prefix: str):
+    """A new workspace at `path` whose DVC remote is `s3://bucket/prefix` on the S3 server; returns
+    it and a boto3 client of that server."""
     import boto3
 
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    ws = wsp.init(path)
+    write_tiny_params(ws / "params.yaml", **{"version.remote": "s3",
+                                             "version.remote_url": f"s3://{bucket}/{prefix}",
+                                             "version.endpoint_url": s3_endpoint})
+    return ws, s3
+
+
+def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp_path, s3_endpoint, aws_env):
     from flows.nightly import version
 
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket=BUCKET)
-    ws = wsp.init(tmp_path / "workspace")
-    write_tiny_params(ws / "params.yaml", **{"version.remote": "s3",
-                                             "version.remote_url": f"s3://{BUCKET}/nightshift",
-                                             "version.endpoint_url": s3_endpoint})
+    ws, s3 = s3_workspace(tmp_path / "workspace", s3_endpoint, BUCKET, "nightshift")
     snapshot = ws / "data/snapshots/2026-01-05.jsonl"
     snapshot.parent.mkdir(parents=True)
     snapshot.write_bytes(b'{"id": "a", "messages": [{"role": "user", "content": "hi \xc3\xa9"}]}\n')
