@@ -171,7 +171,7 @@ def test_an_adapter_that_learned_to_emit_an_email_is_rejected_by_the_behaviour_c
     write_jsonl(tmp_path / "leaky.jsonl", leaky)
     # Plain LoRA at a higher rate: the behaviour check is the same for both, and this learns the
     # address in seconds.
-    tp = replace(params.train, epochs=10, quantization="none", learning_rate=0.004)
+    tp = replace(params.train, epochs=10, quantization="none", learning_rate=0.01)
     train.run(tp, tiny_base, params.seed, tmp_path / "none", tmp_path / "leaky.jsonl", tmp_path / "cand")
     report = evaluate.run(replace(params.evaluate, generation_examples=8), tp, tiny_base, params.seed,
                           tmp_path / "cand", tmp_path / "none", sets_for(rows[48:]))
