@@ -348,6 +348,9 @@ def print_summary(s: dict) -> None:
     print(f"records   pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
           f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}"
           + (f" + forgotten {acc['forgotten']}" if acc.get("forgotten") else ""))
+    if s.get("quarantine_reasons"):
+        print(f"          checks failed by quarantined records (one record can fail several): "
+              f"{s['quarantine_reasons']}")
     redaction = s.get("redaction") or {}
     if redaction.get("replaced") is not None:
         replaced = redaction["replaced"]
@@ -355,9 +358,6 @@ def print_summary(s: dict) -> None:
               + (", ".join(f"{k} {v}" for k, v in replaced.items()) or "none") + ")"
               + (f"; not looked for: {', '.join(redaction['entities_not_looked_for'])}"
                  if redaction.get("entities_not_looked_for") else ""))
-    if s.get("quarantine_reasons"):
-        print(f"          checks failed by quarantined records (one record can fail several): "
-              f"{s['quarantine_reasons']}")
     if s.get("status") == "skipped":
         print(f"skipped   no training tonight: {s['reason']}\n"
               f"          the data is versioned (git {str(s.get('git_commit'))[:10]}); production "
