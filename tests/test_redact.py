@@ -207,3 +207,27 @@ def test_a_date_is_redacted_when_it_is_a_persons_not_when_it_dates_a_release_or_
         assert "<DATE_TIME_1>" in redactor.redact_text(text, {}), text
     for text in other:
         assert redactor.redact_text(text, {}) == text, text
+
+
+def test_in_a_process_with_other_threads_the_workers_are_spawned_and_write_the_same_bytes(
+        params, replace, tmp_path):
+    """Ingest redacts inside a Prefect task, whose process runs other threads: forking there is
+    unsafe, so the pool spawns its workers, which must redact exactly as forked ones do."""
+    import threading
+
+    from pipelines import pii_testset
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r, _ in pii_testset.generate(60, 7)))
+    p = replace(params.redact, workers=2, chunk_records=20)
+    redact.redact_file(p, src, tmp_path / "forked.jsonl")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert threading.active_count() > 1
+        redact.redact_file(p, src, tmp_path / "spawned.jsonl")
+    finally:
+        stop.set()
+        other.join()
+    assert (tmp_path / "spawned.jsonl").read_bytes() == (tmp_path / "forked.jsonl").read_bytes()
