@@ -350,11 +350,7 @@ class Redactor:
             return text
 
         def assign(entity_type: str, value: str) -> str:
-            key = (entity_type, value)
-            if key not in placeholders:
-                n = 1 + sum(1 for t, _ in placeholders if t == entity_type)
-                placeholders[key] = f"<{entity_type}_{n}>"
-            return placeholders[key]
+            return residual.placeholder(placeholders, entity_type, value)
 
         # Number placeholders in reading order (the anonymizer works from the end backwards);
         # a span inside an earlier, longer one is the anonymizer's to drop, so it gets no number.

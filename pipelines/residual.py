@@ -241,6 +241,16 @@ def scan_record(record: dict) -> list[str]:
     return sorted(found)
 
 
+def placeholder(placeholders: dict[tuple[str, str], str], entity: str, value: str) -> str:
+    """The placeholder of `value` within one record: `<TYPE_n>`, n counting the values of that type
+    the record's `placeholders` hold so far; the same value keeps its placeholder."""
+    key = (entity, value)
+    if key not in placeholders:
+        n = 1 + sum(1 for t, _ in placeholders if t == entity)
+        placeholders[key] = f"<{entity}_{n}>"
+    return placeholders[key]
+
+
 def redact_residual(text: str, placeholders: dict[tuple[str, str], str]) -> tuple[str, set[str]]:
     """Replace every span the scan flags in `text` with a typed placeholder `<TYPE_n>`.
 
@@ -259,11 +269,7 @@ def redact_residual(text: str, placeholders: dict[tuple[str, str], str]) -> tupl
         kept.append((entity, start, end))
     out, last = [], 0
     for entity, start, end in kept:
-        key = (entity, text[start:end])
-        if key not in placeholders:
-            n = 1 + sum(1 for t, _ in placeholders if t == entity)
-            placeholders[key] = f"<{entity}_{n}>"
-        out += [text[last:start], placeholders[key]]
+        out += [text[last:start], placeholder(placeholders, entity, text[start:end])]
         last = end
     out.append(text[last:])
     return "".join(out), {entity for entity, _, _ in kept}
