@@ -20,7 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import drift, params as params_mod, sample_logs
+from pipelines.data import drift
+
+from pipelines.common import params as params_mod
+
+from pipelines.samples import sample_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ counter thus overwrites what the earlier ones taught, unless they are replayed. 
 - no_replay: the cycle's new examples only (replay.ratio = replay.anchor_ratio = 0);
 - full_retrain: a new adapter each cycle, trained on every cycle's new examples so far.
 
-Each cycle's records go through `pipelines.dataset.run` (dedup, the held-out split by id, the
-mix), training is `pipelines.train.run`, and losses are `pipelines.modeling.loss_and_accuracy` on
+Each cycle's records go through `pipelines.data.dataset.run` (dedup, the held-out split by id, the
+mix), training is `pipelines.model.train.run`, and losses are `pipelines.common.modeling.loss_and_accuracy` on
 assistant tokens, as the evaluate stage scores them. After every cycle each arm is scored on every
 cycle's held-out records and on the anchor eval set (data/anchor/anchor.jsonl). Reported:
 
@@ -43,10 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import base_model as base_model_stage
-from pipelines import dataset, modeling, sample_logs, train
-from pipelines import params as params_mod
-from pipelines.records import read_jsonl, write_jsonl
+from pipelines.model import base_model as base_model_stage
+from pipelines.data import dataset
+from pipelines.common import modeling
+from pipelines.samples import sample_logs
+from pipelines.model import train
+from pipelines.common import params as params_mod
+from pipelines.common.records import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR_EVAL = ROOT / "data/anchor/anchor.jsonl"

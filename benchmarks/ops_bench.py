@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flows import workspace as wsp  # noqa: E402
-from pipelines import sample_logs  # noqa: E402
+from pipelines.samples import sample_logs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 START = dt.date(2026, 1, 5)
@@ -186,9 +186,10 @@ def bench_stages(args) -> dict:
     use the tiny default architecture (a quickly pre-trained one: the same shape, so the same
     tokens/s) and run up to --train-up-to; above it they are extrapolated from tokens.
     """
-    from pipelines import base_model, dataset, drift, evaluate, ingest, train, validate
-    from pipelines import params as params_mod
-    from pipelines.records import read_jsonl, write_jsonl
+    from pipelines.model import base_model, evaluate, train
+    from pipelines.data import dataset, drift, ingest, validate
+    from pipelines.common import params as params_mod
+    from pipelines.common.records import read_jsonl, write_jsonl
 
     p = params_mod.load(ROOT / "params.yaml")
     root = args.workspace / "stages"

@@ -1,14 +1,14 @@
 """Redaction speed and recall with the NER model on: the project's redaction against vanilla
 Presidio with the same NER model, side by side on the same labeled records.
 
-The records: pipelines/pii_testset.py's support dialogues (every injected value known, names
+The records: pipelines/samples/pii_testset.py's support dialogues (every injected value known, names
 included), followed by data/labeled/persons.jsonl's sentences as user turns (names and places in
 many chat shapes, and entity-free sentences).
 - vanilla: Presidio as documented, `AnalyzerEngine.analyze` then `AnonymizerEngine.anonymize`, one
   text at a time, in one process, with `SpacyNlpEngine` on params.yaml's `redact.ner_model` (its
   whole pipeline), Presidio's predefined recognizers and its spaCy NER recognizer, plus the
   project's pattern recognizers (so that the structured types compare like with like);
-- project: `pipelines.redact.redact_file` with params.yaml's `redact` section (distinct texts
+- project: `pipelines.privacy.redact.redact_file` with params.yaml's `redact` section (distinct texts
   once, the NER run over whole chunks with spaCy's `nlp.pipe`, its unused pipes off, recognizer
   triggers, the chat-text name rules, `workers` processes), plus its residual scan; also with one
   worker, to show what the processes add;
@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 import pipelines  # noqa: F401  (offline and telemetry defaults)
-from pipelines import params as params_mod
-from pipelines import pii_testset, redact, redact_names
+from pipelines.common import params as params_mod
+from pipelines.samples import pii_testset
+from pipelines.privacy import redact, names as redact_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def vanilla_analyzer(p: params_mod.RedactParams):
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine, TransformersNlpEngine
 
-    from pipelines.redact_recognizers import REPLACED_PREDEFINED, project_recognizers
+    from pipelines.privacy.recognizers import REPLACED_PREDEFINED, project_recognizers
 
     if p.ner_engine == "transformers":
         nlp = TransformersNlpEngine(models=[{"lang_code": p.language, "model_name": {

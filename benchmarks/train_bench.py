@@ -5,7 +5,7 @@ initialised Llama of the chosen shape, on the same synthetic chat examples in th
 the same batch size, sequence length, LoRA settings and schedule. They differ only where the
 project differs from the default:
 
-  project   pipelines/train.py: padding-free packed batches (`train.packing`), no KV cache while
+  project   pipelines/model/train.py: padding-free packed batches (`train.packing`), no KV cache while
             training, gradient checkpointing if `--gradient-checkpointing`
   default   transformers' Trainer with DataCollatorForSeq2Seq (each batch padded to its longest
             example), peft's get_peft_model (after prepare_model_for_kbit_training for QLoRA)
@@ -165,7 +165,9 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
     from transformers import (DataCollatorForSeq2Seq, PreTrainedTokenizerFast, PrinterCallback,
                               Trainer, TrainingArguments)
 
-    from pipelines import modeling, train
+    from pipelines.common import modeling
+
+    from pipelines.model import train
 
     modeling.set_determinism(seed)
     gpu = torch.cuda.is_available()
@@ -231,7 +233,7 @@ def run(shape: str, batch_size: int, max_length: int, warmup_steps: int, steps: 
         out: Path, params_file: Path = ROOT / "params.yaml") -> dict:
     import torch
 
-    from pipelines import params as params_mod
+    from pipelines.common import params as params_mod
 
     params = params_mod.load(params_file)
     p = dataclasses.replace(params.train, batch_size=batch_size, max_length=max_length,

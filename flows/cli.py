@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pipelines  # noqa: F401  (sets the offline and telemetry defaults first)
 from flows import workspace as wsp
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 
 DEMO_WORKSPACE = Path("demo")
 
@@ -173,8 +173,8 @@ def cmd_rollback(args) -> None:
 def cmd_generate(args) -> None:
     import tempfile
 
-    from pipelines import modeling
-    from pipelines.sample_logs import SYSTEM_PROMPT
+    from pipelines.common import modeling
+    from pipelines.samples.sample_logs import SYSTEM_PROMPT
     from registry import mlflow_registry as reg
 
     ws, p = _workspace_params(args.workspace)
@@ -197,7 +197,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_redact(args) -> None:
-    from pipelines.redact import RedactionSetupError, redact_file
+    from pipelines.privacy.redact import RedactionSetupError, redact_file
 
     p = params_mod.load(args.params).redact if Path(args.params).exists() else _default_params().redact
     if not Path(args.input).exists():
@@ -218,7 +218,9 @@ def cmd_redact(args) -> None:
 def cmd_golden_add(args) -> None:
     import tempfile
 
-    from pipelines import eval_sets, subjects
+    from pipelines.samples import eval_sets
+
+    from pipelines.privacy import subjects
 
     ws, p = _workspace_params(args.workspace)
     golden = ws / wsp.EVAL_SETS[0]
@@ -242,7 +244,7 @@ def cmd_forget(args) -> None:
     from dvc.exceptions import DvcException  # the cache or remote could not be read or written
 
     from flows import cycle_lock, forget
-    from pipelines import subjects
+    from pipelines.privacy import subjects
 
     ws = _workspace(args.workspace)
     who = "the user id given" if args.user_id else "the text given"

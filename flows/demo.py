@@ -13,8 +13,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.nightly import nightly
-from pipelines import params as params_mod
-from pipelines import sample_logs
+from pipelines.common import params as params_mod
+from pipelines.samples import sample_logs
 from registry import mlflow_registry as reg
 
 

@@ -1,6 +1,6 @@
 """`nightshift forget`: erase a person from a workspace, and say what can no longer be rebuilt.
 
-A person is found by the salted hashes ingest keeps with every record (pipelines/subjects.py):
+A person is found by the salted hashes ingest keeps with every record (pipelines/privacy/subjects.py):
 of its `metadata.user_id` and of each value redaction replaced. Forgetting them
 
 1. finds every record that has one of their hashes in every JSONL file DVC tracks in the
@@ -40,8 +40,8 @@ import yaml
 
 from flows import cycle_lock
 from flows import workspace as wsp
-from pipelines import params as params_mod
-from pipelines import subjects
+from pipelines.common import params as params_mod
+from pipelines.privacy import subjects
 
 DIR_SUFFIX = ".dir"
 RECORD_SUFFIX = ".jsonl"  # the files that hold records; models and reports hold none
@@ -302,7 +302,7 @@ def learned_from(ws: Path, store: Store, commit: str, erased: set[str]) -> list[
 
 
 def redact_reason(p: params_mod.Params, reason: str) -> str:
-    from pipelines.redact import Redactor
+    from pipelines.privacy.redact import Redactor
 
     return Redactor(p.redact).redact_text(reason, {})
 

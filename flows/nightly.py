@@ -31,12 +31,12 @@ from prefect import flow, get_run_logger, task
 
 from flows import cycle_lock, pinning
 from flows import workspace as wsp
-from pipelines import ingest as ingest_stage
-from pipelines import model_drift as model_drift_stage
-from pipelines import notify as notify_stage
-from pipelines import params as params_mod
-from pipelines.evaluate import SETS, metric
-from pipelines.records import read_json, write_json
+from pipelines.data import ingest as ingest_stage
+from pipelines.model import model_drift as model_drift_stage
+from flows import notify as notify_stage
+from pipelines.common import params as params_mod
+from pipelines.common.metrics import SETS, metric
+from pipelines.common.records import read_json, write_json
 from registry import erasure, history
 from registry import mlflow_registry as reg
 

@@ -10,8 +10,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.records import read_json, write_json
+from pipelines.common import params as params_mod
+from pipelines.common.records import read_json, write_json
 from registry import history
 from registry import mlflow_registry as reg
 

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 
 START_A_SERVER = ("Start one in another terminal with `prefect server start` (its UI and API are "
                   "at http://127.0.0.1:4200), then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 from registry import mlflow_registry as reg
 
 ERASED = reg.TAG + "erased_data"

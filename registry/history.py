@@ -16,7 +16,7 @@ import datetime as dt
 import getpass
 from dataclasses import asdict, dataclass
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 from registry import mlflow_registry as reg
 
 EVENT = "nightshift.event."

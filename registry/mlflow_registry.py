@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

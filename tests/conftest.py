@@ -23,7 +23,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 import pipelines  # noqa: E402,F401  (telemetry off, tldextract offline)
-from pipelines import params as params_mod  # noqa: E402
+from pipelines.common import params as params_mod  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(config, items):
 
 def write_training_records(path: Path, seed: int, day: str, count: int = 48) -> Path:
     """`count` sample support dialogues of one day, the six topics in turn: a training file."""
-    from pipelines import sample_logs
-    from pipelines.records import write_jsonl
+    from pipelines.samples import sample_logs
+    from pipelines.common.records import write_jsonl
 
     rng = random.Random(seed)
     write_jsonl(path, [sample_logs.make_record(rng, dt.date.fromisoformat(day), i,
@@ -87,7 +87,7 @@ def params() -> params_mod.Params:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, params) -> str:
     """A tiny Llama and tokenizer, built and briefly pre-trained by the base_model stage."""
-    from pipelines import base_model
+    from pipelines.model import base_model
 
     out = tmp_path_factory.mktemp("base") / "base"
     base_model.run(params.base, params.seed, out, ROOT / "data/corpus")

@@ -11,8 +11,8 @@ from contextlib import chdir
 import pytest
 
 from flows.nightly import accounting
-from pipelines import dataset, ingest, validate
-from pipelines.params import SourceParams
+from pipelines.data import dataset, ingest, validate
+from pipelines.common.params import SourceParams
 
 DAY = dt.date(2026, 1, 5)
 WORDS = ("order refund invoice password shipping discount parcel courier address basket voucher "
@@ -125,7 +125,7 @@ def test_nothing_but_the_bad_lines_is_quarantined_and_every_pulled_line_is_accou
 
 
 def test_a_record_without_an_id_gets_a_stable_id_from_its_content_and_is_clean(cycle):
-    from pipelines.records import content_id
+    from pipelines.common.records import content_id
 
     [record] = [r for r in cycle["clean"] if r["id"].startswith("sha256-")]
     assert record["id"] == content_id(NO_ID) and record["messages"] == NO_ID["messages"]

@@ -31,7 +31,7 @@ def test_outside_a_workspace_the_error_says_what_to_do(tmp_path):
 def test_init_creates_a_git_and_dvc_workspace_and_refuses_to_overwrite_it(tmp_path):
     out = nightshift("init", str(tmp_path / "ws"))
     assert out.returncode == 0, out.stderr
-    for path in ("params.yaml", "dvc.yaml", ".dvc/config", ".git", "pipelines/train.py"):
+    for path in ("params.yaml", "dvc.yaml", ".dvc/config", ".git", "pipelines/model/train.py"):
         assert (tmp_path / "ws" / path).exists(), path
     again = nightshift("init", str(tmp_path / "ws"))
     assert again.returncode != 0 and "already" in again.stderr

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from flows import workspace as wsp
-from pipelines import params as params_mod
-from pipelines import sample_logs
-from pipelines import train as train_stage
+from pipelines.common import params as params_mod
+from pipelines.samples import sample_logs
+from pipelines.model import train as train_stage
 from registry import history
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params

@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from pipelines import dataset, evaluate
-from pipelines import params as params_mod
-from pipelines.records import read_jsonl, write_jsonl
+from pipelines.data import dataset
+
+from pipelines.model import evaluate
+from pipelines.common import params as params_mod
+from pipelines.common.records import read_jsonl, write_jsonl
 
 
 def rec(i, text=None):

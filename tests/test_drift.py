@@ -6,7 +6,9 @@ import random
 
 import pytest
 
-from pipelines import drift, sample_logs
+from pipelines.data import drift
+
+from pipelines.samples import sample_logs
 
 
 def batch(seed: int, n: int, topics=sample_logs.TOPICS) -> list[dict]:
@@ -39,7 +41,7 @@ def test_without_enough_history_nothing_is_compared(params, cache):
 
 
 def test_the_stage_writes_json_and_a_readable_html_page(tmp_path, params, monkeypatch):
-    from pipelines.records import write_jsonl
+    from pipelines.common.records import write_jsonl
 
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "clean.jsonl", batch(3, 80, topics=["technical"]))

@@ -4,8 +4,13 @@ import random
 
 import pytest
 
-from pipelines import evaluate, gate, redact, sample_logs, train
-from pipelines.records import read_jsonl, write_jsonl
+from pipelines.model import evaluate, gate, train
+
+from pipelines.privacy import redact
+
+from pipelines.samples import sample_logs
+from pipelines.common.records import read_jsonl, write_jsonl
+from pipelines.common import metrics
 from tests.conftest import ROOT
 
 GOLDEN = ROOT / "data/golden/golden.jsonl"
@@ -127,7 +132,7 @@ def test_evaluate_scores_every_set_for_candidate_champion_and_base_and_survives_
     report = evaluate.run(p, tp, tiny_base, params.seed, tmp_path / "cand", tmp_path / "none", sets)
     assert report["examples"] == {"new": 8, "golden": 36, "replay": 4, "anchor": 36}
     assert report["champion"] is None and report["divergence"] is None
-    for name in evaluate.SETS:
+    for name in metrics.SETS:
         assert math.isfinite(report["candidate"][name]["eval_loss"])
     assert report["candidate"]["new"]["eval_loss"] < report["base"]["new"]["eval_loss"]
     generations = report["candidate"]["generations"]
@@ -136,7 +141,7 @@ def test_evaluate_scores_every_set_for_candidate_champion_and_base_and_survives_
 
     (tmp_path / "cand/adapter_model.safetensors").write_bytes(b"not a tensor file")
     broken = evaluate.run(p, tp, tiny_base, params.seed, tmp_path / "cand", tmp_path / "none", sets)
-    assert "error" in broken["candidate"] and evaluate.metric(broken["candidate"], "new.eval_loss") is None
+    assert "error" in broken["candidate"] and metrics.metric(broken["candidate"], "new.eval_loss") is None
     assert not gate.decide(params.gate, broken)["passed"]
 
 

@@ -3,9 +3,13 @@ import json
 
 import pytest
 
-from pipelines import ingest, redact, sample_logs
-from pipelines.params import SourceParams
-from pipelines.records import parse_line
+from pipelines.data import ingest
+
+from pipelines.privacy import redact
+
+from pipelines.samples import sample_logs
+from pipelines.common.params import SourceParams
+from pipelines.common.records import parse_line
 
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
 
@@ -57,7 +61,7 @@ def test_each_day_is_pulled_once_broken_lines_included(tmp_path, jsonl_logs):
 
 
 def test_nothing_unredacted_is_written_and_records_keep_who_they_are_about_as_hashes(tmp_path):
-    from pipelines import subjects
+    from pipelines.privacy import subjects
 
     folder = tmp_path / "logs"
     write_lines(folder / "log.jsonl", [
@@ -88,7 +92,7 @@ def test_nothing_unredacted_is_written_and_records_keep_who_they_are_about_as_ha
 
 
 def test_a_record_about_a_forgotten_person_is_dropped_when_pulled_again(tmp_path):
-    from pipelines import subjects
+    from pipelines.privacy import subjects
 
     folder = tmp_path / "logs"
     salt = subjects.load_salt(tmp_path / ".nightshift/subject-salt")
@@ -204,7 +208,7 @@ def write_lines(path, records):
 
 
 def snapshot_ids(tmp_path, day):
-    from pipelines.records import parse_line
+    from pipelines.common.records import parse_line
 
     return [parse_line(l)["id"] for l in (tmp_path / f"data/snapshots/{day}.jsonl").read_bytes().splitlines()]
 
@@ -217,7 +221,7 @@ def set_mtime(path, when: str):
 
 
 def test_openai_fine_tuning_lines_get_a_content_id_and_their_file_time_and_are_pulled_once(tmp_path):
-    from pipelines.records import parse_line
+    from pipelines.common.records import parse_line
 
     folder = tmp_path / "logs"
     lines = [{"messages": [{"role": "user", "content": "How do I reset my password?"},
@@ -307,8 +311,8 @@ def test_out_of_order_timestamps_across_files_skip_nothing_and_pull_nothing_twic
 
 
 def test_duplicate_ids_in_the_source_are_pulled_and_counted_as_duplicates(tmp_path, params):
-    from pipelines import dataset
-    from pipelines.records import parse_line, write_jsonl
+    from pipelines.data import dataset
+    from pipelines.common.records import parse_line, write_jsonl
 
     folder = tmp_path / "logs"
     write_lines(folder / "log.jsonl", [chat(i, f"2026-01-05T10:{i:02d}:00Z") for i in range(10)]

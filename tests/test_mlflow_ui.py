@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 from registry import mlflow_registry as reg
 from tests.conftest import INSTALL_HINT, write_tiny_params
 from tests.test_registry import register_version

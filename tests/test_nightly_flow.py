@@ -11,7 +11,7 @@ import yaml
 from prefect.testing.utilities import prefect_test_harness
 
 from flows import workspace as wsp
-from pipelines import sample_logs
+from pipelines.samples import sample_logs
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params
 
@@ -41,7 +41,7 @@ def two_cycles(tmp_path_factory, prefect_api):
 
 
 def registry_params(ws):
-    from pipelines import params as params_mod
+    from pipelines.common import params as params_mod
 
     return params_mod.load(ws / "params.yaml").registry
 

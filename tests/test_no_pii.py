@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
-from pipelines import no_pii_testset, redact
+from pipelines.samples import no_pii_testset
+
+from pipelines.privacy import redact
 
 KINDS = {"code", "stack_trace", "config", "versions", "analogy", "prose", "log"}
 MAX_ALTERED = 0.02   # issue 12: at most 2% of records without personal data altered or quarantined
@@ -60,12 +62,12 @@ def test_a_context_word_counts_only_as_a_whole_word(params):
 
 
 def test_the_screened_phone_matcher_finds_what_the_plain_one_finds(records):
-    # pipelines/redact_recognizers.py skips the parses that cannot succeed: on numbers of every
+    # pipelines/privacy/recognizers.py skips the parses that cannot succeed: on numbers of every
     # region in every layout, and on text without personal data, the spans must be the same.
     import phonenumbers
     from phonenumbers import PhoneNumberFormat as F
 
-    from pipelines.redact_recognizers import PHONE_REGIONS, phone_spans
+    from pipelines.privacy.recognizers import PHONE_REGIONS, phone_spans
 
     def plain(window, region, shared):
         return phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.VALID)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 from tests.conftest import ROOT
 
 

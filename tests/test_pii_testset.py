@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import pii_testset, redact
+from pipelines.samples import pii_testset
+
+from pipelines.privacy import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipelines import redact
-from pipelines.records import parse_line
+from pipelines.privacy import redact
+from pipelines.common.records import parse_line
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_clean_redacted_record_has_no_residual_key(redactor):
 
 
 def test_residual_scan_flags_what_redaction_left_and_ignores_placeholders():
-    from pipelines import residual
+    from pipelines.privacy import residual
 
     assert residual.scan_text("Mail <EMAIL_ADDRESS_1>, call <PHONE_NUMBER_2>, order #123456") == set()
     left = residual.scan_record(chat(("user", "reach me at jo@example.com or 415 555 0199"),
@@ -140,7 +140,7 @@ def test_every_recognizer_has_a_trigger_that_all_its_matches_contain(redactor):
     every hit (run on its own, over whole texts) contains its trigger."""
     import re
 
-    from pipelines import pii_testset
+    from pipelines.samples import pii_testset
 
     recognizers = redactor.analyzer.registry.get_recognizers("en", entities=redactor.entities)
     assert {r.name for r in recognizers} <= set(redact.RECOGNIZER_TRIGGERS)
@@ -156,7 +156,7 @@ def test_every_recognizer_has_a_trigger_that_all_its_matches_contain(redactor):
 
 def test_triggers_and_the_text_cache_change_nothing_against_the_full_analyzer(redactor):
     """On the labeled set: no text the full analyzer flags is skipped, and every result is equal."""
-    from pipelines import pii_testset
+    from pipelines.samples import pii_testset
 
     texts = [m["content"] for record, _ in pii_testset.generate(300, 4) for m in record["messages"]]
     key = lambda results: sorted((r.entity_type, r.start, r.end, r.score) for r in results)  # noqa: E731
@@ -167,7 +167,7 @@ def test_triggers_and_the_text_cache_change_nothing_against_the_full_analyzer(re
 
 
 def test_output_is_byte_identical_whatever_the_number_of_workers(params, replace, tmp_path):
-    from pipelines import pii_testset
+    from pipelines.samples import pii_testset
 
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r, _ in pii_testset.generate(120, 5)) + "not json\n")
@@ -187,7 +187,7 @@ def test_a_named_ner_model_disables_the_triggers(redactor, monkeypatch):
 
 
 def test_a_text_longer_than_one_window_is_redacted_across_window_boundaries(params):
-    from pipelines.redact import WINDOW_CHARS, WINDOW_OVERLAP, Redactor
+    from pipelines.privacy.redact import WINDOW_CHARS, WINDOW_OVERLAP, Redactor
 
     email = "jane.doe@example.com"
     # One e-mail straddles the first window's end, one sits deep in the third window.
@@ -215,7 +215,7 @@ def test_in_a_process_with_other_threads_the_workers_are_spawned_and_write_the_s
     unsafe, so the pool spawns its workers, which must redact exactly as forked ones do."""
     import threading
 
-    from pipelines import pii_testset
+    from pipelines.samples import pii_testset
 
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r, _ in pii_testset.generate(60, 7)))

@@ -5,8 +5,9 @@ import datetime as dt
 
 import pytest
 
-from pipelines import params as params_mod
-from pipelines import redact, sample_logs
+from pipelines.common import params as params_mod
+from pipelines.privacy import redact
+from pipelines.samples import sample_logs
 
 
 def test_the_dask_runner_writes_byte_identical_records_and_the_same_report(tmp_path, params, replace):

@@ -1,11 +1,11 @@
 """Names and places with the default params: the NER model of the locked install plus the chat-text
-rules (pipelines/redact_names.py), measured on data/labeled/persons.jsonl."""
+rules (pipelines/privacy/names.py), measured on data/labeled/persons.jsonl."""
 
 import re
 
 import pytest
 
-from pipelines import redact, redact_names
+from pipelines.privacy import redact, names as redact_names
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pipelines import redact
+from pipelines.privacy import redact
 
 # Invented names no gazetteer or chat rule knows: only the model can find them.
 FIRST = ["Zorblax", "Quenivar", "Trilloby", "Mavrensk", "Ulthane", "Pexwick", "Dravonne", "Kestrimo"]
@@ -104,7 +104,7 @@ def test_a_missing_transformers_model_is_a_clear_error(params, replace, tmp_path
 
 
 def test_transformers_without_a_model_name_is_a_params_error(params, replace):
-    from pipelines.params import ParamsError
+    from pipelines.common.params import ParamsError
 
     with pytest.raises(ParamsError, match="ner_model is null"):
         replace(params.redact, ner_model=None, ner_engine="transformers")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flows import pinning
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 from registry import history
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import dataset
-from pipelines import params as params_mod
-from pipelines.records import content_hash, read_jsonl, write_jsonl
+from pipelines.data import dataset
+from pipelines.common import params as params_mod
+from pipelines.common.records import content_hash, read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR_EVAL = ROOT / "data/anchor/anchor.jsonl"
@@ -155,7 +155,7 @@ def test_the_anchor_training_set_is_disjoint_from_the_anchor_eval_set(params):
     # personal values: redacted, its conversations differ in nothing, and it repeats them.
     import string
 
-    from pipelines.sample_logs import PERSONAL_SLOTS, TEMPLATES
+    from pipelines.samples.sample_logs import PERSONAL_SLOTS, TEMPLATES
 
     only_personal = {topic for topic, templates in TEMPLATES.items()
                      if all(name in PERSONAL_SLOTS for user, _ in templates

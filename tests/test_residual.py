@@ -1,9 +1,9 @@
-"""The residual scan (pipelines/residual.py): where it finds what redaction left, and
+"""The residual scan (pipelines/privacy/residual.py): where it finds what redaction left, and
 `redact_residual`, which replaces those spans with typed placeholders."""
 
 import pytest
 
-from pipelines import residual
+from pipelines.privacy import residual
 
 
 def test_redact_residual_replaces_each_span_numbering_with_the_records_placeholders():

@@ -90,7 +90,7 @@ def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp
 
 
 def test_an_endpoint_without_a_bucket_is_a_clear_error(params, replace):
-    from pipelines import params as params_mod
+    from pipelines.common import params as params_mod
 
     with pytest.raises(params_mod.ParamsError, match="remote_url"):
         replace(params.version, endpoint_url="http://127.0.0.1:9000")

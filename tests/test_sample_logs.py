@@ -3,7 +3,7 @@ import json
 import re
 import sqlite3
 
-from pipelines import sample_logs
+from pipelines.samples import sample_logs
 
 
 def test_same_seed_writes_the_same_bytes(tmp_path):

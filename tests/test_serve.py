@@ -25,7 +25,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows import workspace as wsp
-from pipelines import sample_logs
+from pipelines.samples import sample_logs
 from tests.conftest import ROOT, free_port, write_tiny_params
 
 pytestmark = pytest.mark.slow

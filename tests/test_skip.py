@@ -10,9 +10,9 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows import workspace as wsp
-from pipelines import notify as notify_stage
-from pipelines import params as params_mod
-from pipelines import sample_logs
+from flows import notify as notify_stage
+from pipelines.common import params as params_mod
+from pipelines.samples import sample_logs
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params
 

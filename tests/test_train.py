@@ -6,7 +6,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from pipelines import train
+from pipelines.model import train
 from tests.conftest import write_training_records
 
 
@@ -20,7 +20,7 @@ def fresh_adapter(tmp_path_factory, tiny_base, params):
     """A newly initialised adapter saved to disk, to train from and compare against."""
     from peft import get_peft_model
 
-    from pipelines.modeling import load_base
+    from pipelines.common.modeling import load_base
 
     model = get_peft_model(load_base(tiny_base, "none"), train.lora_config(params.train))
     out = tmp_path_factory.mktemp("parent") / "adapter"
@@ -103,8 +103,8 @@ def test_base_model_is_an_ordinary_transformers_model_with_a_chat_template(tiny_
 @pytest.fixture(scope="module")
 def chat_examples(tiny_base, params, train_file):
     """Five of the training records through the chat template, of different lengths."""
-    from pipelines.modeling import encode_chat, load_tokenizer
-    from pipelines.records import read_jsonl
+    from pipelines.common.modeling import encode_chat, load_tokenizer
+    from pipelines.common.records import read_jsonl
 
     tokenizer = load_tokenizer(tiny_base)
     examples = [encode_chat(tokenizer, r["messages"], params.train.max_length)
@@ -130,7 +130,7 @@ def test_packed_batch_loss_equals_the_mean_loss_of_the_examples_unpacked(tiny_ba
                                                                          attention):
     import torch
 
-    from pipelines.modeling import collate_packed, load_base
+    from pipelines.common.modeling import collate_packed, load_base
 
     model = load_base(tiny_base, "none").eval()
     model.set_attn_implementation(attention)
@@ -181,7 +181,7 @@ def test_gradient_checkpointing_trains_to_the_same_losses(short_runs):
 
 
 def test_gradient_checkpointing_is_switched_on_by_the_param(tiny_base, params, replace, tmp_path):
-    from pipelines.modeling import load_base
+    from pipelines.common.modeling import load_base
 
     for quantization in ("4bit", "none"):
         p = replace(params.train, quantization=quantization, gradient_checkpointing=True)
@@ -194,7 +194,7 @@ def test_schedule_rewarms_then_decays_over_the_cycles_steps(tmp_path, params, re
     import torch
     from transformers import SchedulerType, TrainingArguments, get_scheduler
 
-    from pipelines.params import LR_SCHEDULERS
+    from pipelines.common.params import LR_SCHEDULERS
 
     assert set(LR_SCHEDULERS) <= {s.value for s in SchedulerType}
     p = replace(params.train, lr_scheduler="cosine", warmup_ratio=0.1)

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from pipelines import params as params_mod
-from pipelines import sample_logs, train
-from pipelines.records import write_jsonl
+from pipelines.common import params as params_mod
+from pipelines.samples import sample_logs
+from pipelines.model import train
+from pipelines.common.records import write_jsonl
 from tests.conftest import ROOT, write_tiny_params
 
 EXAMPLES, EPOCHS = 32, 3  # 4 steps an epoch at the global batch of 8: 12 steps
@@ -61,7 +62,7 @@ def test_fsdp_qlora_config_follows_the_peft_recipe(tmp_path, params):
 def test_fsdp_qlora_stores_the_4bit_weights_in_the_compute_dtype():
     import torch
 
-    from pipelines.modeling import quantization_config
+    from pipelines.common.modeling import quantization_config
 
     config = quantization_config("4bit", quant_storage="bfloat16")
     assert config.bnb_4bit_quant_storage == config.bnb_4bit_compute_dtype == torch.bfloat16
@@ -91,7 +92,7 @@ def run_stage(tmp_path, tiny_base, train_file, **overrides):
         "base.model": tiny_base, "train.epochs": EPOCHS, **overrides})
     out = tmp_path / "candidate"
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.train", str(tmp_path / "no-parent"), str(train_file),
+        [sys.executable, "-m", "pipelines.model.train", str(tmp_path / "no-parent"), str(train_file),
          str(out), "--metrics", str(tmp_path / "train.json"), "--params", str(params_file),
          "--checkpoints", str(tmp_path / "checkpoints")],
         cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from flows import workspace
-from pipelines import train
+from pipelines.model import train
 from tests.conftest import ROOT, write_tiny_params, write_training_records
 
 # 48 examples, 8 per step, 2 epochs: 12 steps, a checkpoint every 2: the first one appears
@@ -43,7 +43,7 @@ def uninterrupted(tmp_path_factory, tiny_base, params, resume_params, train_file
 def stage_command(tmp_path, tiny_base, train_file, out, checkpoints):
     params_file = write_tiny_params(tmp_path / "params.yaml", **{
         "base.model": tiny_base, "train.epochs": EPOCHS, "train.checkpoint_steps": CHECKPOINT_STEPS})
-    return [sys.executable, "-m", "pipelines.train", str(tmp_path / "no-parent"), str(train_file),
+    return [sys.executable, "-m", "pipelines.model.train", str(tmp_path / "no-parent"), str(train_file),
             str(out), "--metrics", str(tmp_path / "train.json"), "--params", str(params_file),
             "--checkpoints", str(checkpoints)]
 

@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from pipelines import params as params_mod
-from pipelines import validate
-from pipelines.records import parse_line, write_jsonl
+from pipelines.common import params as params_mod
+from pipelines.data import validate
+from pipelines.common.records import parse_line, write_jsonl
 from tests.conftest import ROOT
 
 CYCLE = "2026-01-05"
@@ -274,7 +274,7 @@ def test_the_command_exits_non_zero_with_the_reason_on_a_rejected_batch(tmp_path
     from tests.conftest import write_tiny_params
 
     write_jsonl(tmp_path / "snapshot.jsonl", [good(i) for i in range(12)])
-    out = subprocess.run([sys.executable, "-m", "pipelines.validate", str(tmp_path / "snapshot.jsonl"),
+    out = subprocess.run([sys.executable, "-m", "pipelines.data.validate", str(tmp_path / "snapshot.jsonl"),
                           str(tmp_path / "out"), "--cycle", CYCLE, "--params",
                           str(write_tiny_params(tmp_path / "params.yaml", **{"validate.max_records": 10})), "--data-docs",
                           str(tmp_path / "docs")], capture_output=True, text=True, cwd=ROOT)

@@ -2,11 +2,11 @@
 
 Presidio's analyzer finds entities (all its predefined recognizers, plus the project's for API keys
 and tokens through detect-secrets, private keys, passwords in URLs, phone formats and street
-addresses: pipelines/redact_recognizers.py); the anonymizer replaces each with `<TYPE_n>`, where n is
+addresses: pipelines/privacy/recognizers.py); the anonymizer replaces each with `<TYPE_n>`, where n is
 the same for the same value within one record, so "<PERSON_1> ... <PERSON_1>" still reads as one
 person. Every free text of a record is redacted: message contents, metadata and feedback strings;
 roles and message structure are untouched. Lines that could not be parsed are redacted as text.
-A residual scan with other detectors (pipelines/residual.py) then replaces what still looks like
+A residual scan with other detectors (pipelines/privacy/residual.py) then replaces what still looks like
 personal data and marks the record: `"_residual": [TYPE, ...]`, which validate quarantines.
 
 Names and places (PERSON, LOCATION) come from an NER model, `redact.ner_model`: by default spaCy's
@@ -14,12 +14,12 @@ en_core_web_sm from the locked install, or any spaCy pipeline, or a transformers
 model (`redact.ner_engine: transformers`, through Presidio's TransformersNlpEngine); a model that is
 named but missing is an error, never a quiet fall-back. The model's spans are checked and
 completed, and the shapes of chat text it misses (introductions, greetings, sign-offs, lower-case
-names, handles) added, by pipelines/redact_names.py. `ner_model: null` runs the patterns only and
+names, handles) added, by pipelines/privacy/names.py. `ner_model: null` runs the patterns only and
 reports PERSON and LOCATION as not looked for.
 
-Ingest (pipelines/ingest.py) redacts each night's records as it pulls them, in the same process,
+Ingest (pipelines/data/ingest.py) redacts each night's records as it pulls them, in the same process,
 so nothing unredacted is ever written; with the workspace's salt, each record also keeps the
-salted hashes of who it is about (pipelines/subjects.py) for `nightshift forget`.
+salted hashes of who it is about (pipelines/privacy/subjects.py) for `nightshift forget`.
 
 Fast, and the same as analysing every text with every recognizer:
 - each distinct text is analysed once (system prompts and stock answers repeat);
@@ -31,9 +31,9 @@ Fast, and the same as analysing every text with every recognizer:
   of the time one text at a time takes;
 - records are spread over `workers` processes in chunks; the output is byte-identical whatever
   the number of workers, and whichever runner (`redact.runner`: this machine's processes, or a
-  local or remote Dask cluster, pipelines/redact_dask.py).
+  local or remote Dask cluster, pipelines/privacy/dask_runner.py).
 
-    python -m pipelines.redact IN.jsonl OUT.jsonl [--report report.json]   (= nightshift redact)
+    python -m pipelines.privacy.redact IN.jsonl OUT.jsonl [--report report.json]   (= nightshift redact)
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from pipelines import params as params_mod
-from pipelines import residual, subjects
-from pipelines.records import is_invalid, parse_line, write_json
+from pipelines.common import params as params_mod
+from pipelines.privacy import residual, subjects
+from pipelines.common.records import is_invalid, parse_line, write_json
 
 # Entity types only an NER model finds; listed in the report when none is configured.
 NER_ENTITIES = ["PERSON", "LOCATION", "NRP", "ORGANIZATION"]
@@ -92,7 +92,7 @@ RECOGNIZER_TRIGGERS = {
     "ApiKeyRecognizer": r"[a-z0-9_\-+/=.:]{16,}",
     "PemPrivateKeyRecognizer": r"-----BEGIN",
     "UrlCredentialsRecognizer": ":",         # user:password
-    # Names and places (pipelines/redact_names.py): every one holds a letter, so with an NER model
+    # Names and places (pipelines/privacy/names.py): every one holds a letter, so with an NER model
     # nearly every text is analysed.
     "NerNameRecognizer": r"[^\W\d_]", "ChatNameRecognizer": r"[^\W\d_]",
 }
@@ -181,13 +181,13 @@ def build_analyzer(language: str, ner_model: str | None, ner_engine: str = "spac
 
     With an NER model, Presidio's NER recognizer is replaced by the project's: the model's PERSON
     and LOCATION spans checked and completed for chat text, and the chat-text name rules
-    (pipelines/redact_names.py). Without one, no NER recognizer: a blank pipeline finds nothing.
+    (pipelines/privacy/names.py). Without one, no NER recognizer: a blank pipeline finds nothing.
     """
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
-    from pipelines.redact_names import ChatNameRecognizer, NerNameRecognizer
-    from pipelines.redact_recognizers import REPLACED_PREDEFINED, project_recognizers
+    from pipelines.privacy.names import ChatNameRecognizer, NerNameRecognizer
+    from pipelines.privacy.recognizers import REPLACED_PREDEFINED, project_recognizers
 
     nlp = _nlp_engine(language, ner_model, ner_engine)
     registry = RecognizerRegistry(supported_languages=[language])
@@ -259,7 +259,7 @@ class Redactor:
         # trigger is.
         self.ner_entities = [e for e in self.entities if e in NER_ENTITIES] if p.ner_model else []
         if self.ner_entities:  # the name lists, read now: before worker processes fork, not in each
-            from pipelines.redact_names import warm_up
+            from pipelines.privacy.names import warm_up
 
             warm_up(self.analyzer.nlp_engine.get_nlp(p.language))
         self.triggers = entity_triggers(self.analyzer, p.language,
@@ -276,7 +276,7 @@ class Redactor:
         return self.ner_entities + [e for e, trigger in self.triggers.items() if trigger.search(text)]
 
     def _analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list:
-        from pipelines.redact_names import refine
+        from pipelines.privacy.names import refine
 
         results = self.analyzer.analyze(text, language=self.params.language, entities=entities,
                                         score_threshold=self.params.score_threshold,
@@ -373,7 +373,7 @@ class Redactor:
     def redact_record(self, record: dict, salt: bytes | None = None) -> dict:
         """The record with every free text redacted (`map_texts`), what the residual scan still
         flags replaced as well and listed in `_residual`, and, with a `salt`, the hashes of who it
-        is about in `metadata.subjects` (pipelines/subjects.py) instead of `metadata.user_id`
+        is about in `metadata.subjects` (pipelines/privacy/subjects.py) instead of `metadata.user_id`
         (in `_subjects` for a line that is no record or whose metadata is no object)."""
         placeholders: dict[tuple[str, str], str] = {}
         metadata = record.get("metadata")
@@ -480,7 +480,7 @@ def redact_stream(p: params_mod.RedactParams, lines: Iterable[bytes],
     (1: this process) or a Dask cluster (p.runner). `lines` is read as the work goes, at most
     two chunks per worker ahead, so a night of any size needs memory for a few chunks only."""
     if p.runner == "dask":
-        from pipelines import redact_dask
+        from pipelines.privacy import dask_runner as redact_dask
 
         yield from redact_dask.redact_chunks(p, chunked(lines, p.chunk_records), salt)
         return
@@ -508,7 +508,7 @@ def redact_stream(p: params_mod.RedactParams, lines: Iterable[bytes],
 def redact_file(p: params_mod.RedactParams, in_path: Path, out_path: Path,
                 progress: bool = False, salt: bytes | None = None) -> dict:
     """Redact a JSONL file: one record in, one record out, same order. Returns the report.
-    With a `salt`, records keep the hashes of who they are about (pipelines/subjects.py)."""
+    With a `salt`, records keep the hashes of who they are about (pipelines/privacy/subjects.py)."""
     with open(in_path, "rb") as f:
         lines = [line.rstrip(b"\r\n") for line in f if line.strip()]
     started = time.time()
@@ -554,7 +554,7 @@ class Tally:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.redact", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.privacy.redact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", type=Path, metavar="IN.jsonl")
     parser.add_argument("output", type=Path, metavar="OUT.jsonl")

@@ -12,7 +12,7 @@ buffer: examples of earlier cycles) on:
 Only the sampled messages (drift.max_samples a side) are embedded; embeddings are cached by
 content hash, so each message is embedded once.
 
-    python -m pipelines.drift data/validated/clean.jsonl data/replay/buffer.jsonl reports/drift.json
+    python -m pipelines.data.drift data/validated/clean.jsonl data/replay/buffer.jsonl reports/drift.json
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import params as params_mod
-from pipelines.records import read_jsonl, write_json
+from pipelines.common import params as params_mod
+from pipelines.common.records import read_jsonl, write_json
 
 CACHE_DIR = Path(".cache/embeddings")
 WORD = re.compile(r"[a-z]+")
@@ -214,7 +214,7 @@ def run(p: params_mod.DriftParams, seed: int, cycle: str, clean: Path, reference
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.drift", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.data.drift", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clean", type=Path)
     parser.add_argument("reference", type=Path)

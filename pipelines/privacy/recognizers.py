@@ -29,10 +29,10 @@ import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
-from pipelines import residual
+from pipelines.privacy import residual
 
 # detect-secrets plugins whose regexes name a provider's key format. The keyword- and
-# entropy-based plugins are left to the residual scan (pipelines/residual.py), so that it looks
+# entropy-based plugins are left to the residual scan (pipelines/privacy/residual.py), so that it looks
 # with different eyes from the ones that redacted.
 DETECT_SECRETS_PLUGINS = [
     "AWSKeyDetector", "AzureStorageKeyDetector", "DiscordBotTokenDetector", "GitHubTokenDetector",
@@ -479,7 +479,7 @@ class UrlPatternRecognizer(_OwnRecognizer):
 
 class IpAddressRecognizer(_OwnRecognizer):
     """IPv4 addresses that are not version numbers, and IPv6 addresses of real hex groups
-    (pipelines/residual.py's ip_spans, shared with the residual scan)."""
+    (pipelines/privacy/residual.py's ip_spans, shared with the residual scan)."""
 
     def __init__(self, language: str, score: float = 0.6):
         self.score = score

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import html
 
-from pipelines import params as params_mod
-from pipelines.evaluate import metric
-from pipelines.records import write_json
+from pipelines.common import params as params_mod
+from pipelines.common.metrics import metric
+from pipelines.common.records import write_json
 
 
 def trend(p: params_mod.DriftParams, history: list[dict], candidate: dict) -> dict:

@@ -4,7 +4,7 @@ Each day has a topic mix that shifts from day to day, user feedback, injected pe
 (names, emails, phone numbers, card numbers, IBANs, addresses, API keys) and a few malformed
 records, so every stage of a cycle has something real to do. The same seed gives the same bytes.
 
-    python -m pipelines.sample_logs --out logs/ --start 2026-01-05 --days 7
+    python -m pipelines.samples.sample_logs --out logs/ --start 2026-01-05 --days 7
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def corpus_dialogues(seed: int, records: int) -> list[list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.sample_logs", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.samples.sample_logs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True,
                         help="folder for JSONL files, the .db file with --format sqlite, or a "

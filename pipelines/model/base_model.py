@@ -7,7 +7,7 @@ data/corpus/. The result is an ordinary transformers folder: AutoModelForCausalL
 load it like any hub model. When `base.model` names another model this stage still builds the
 tiny one (it is cheap), and train uses the named one.
 
-    python -m pipelines.base_model models/base
+    python -m pipelines.model.base_model models/base
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import math
 import time
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.records import write_json
-from pipelines.sample_logs import corpus_dialogues
+from pipelines.common import params as params_mod
+from pipelines.common.records import write_json
+from pipelines.samples.sample_logs import corpus_dialogues
 
 CORPUS_DIR = Path("data/corpus")
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -74,7 +74,7 @@ def run(p: params_mod.BaseParams, seed: int, out_dir: Path, corpus_dir: Path = C
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pipelines.modeling import set_determinism
+    from pipelines.common.modeling import set_determinism
 
     started = time.time()
     set_determinism(seed)
@@ -120,7 +120,7 @@ def run(p: params_mod.BaseParams, seed: int, out_dir: Path, corpus_dir: Path = C
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.base_model", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model.base_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--metrics", type=Path, default=Path("reports/base_model.json"))

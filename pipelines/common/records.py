@@ -7,13 +7,14 @@ Converted on input:
   - OpenAI-style fine-tuning lines: {"messages": [...]} without an id, and the legacy
     {"prompt", "completion"}. A record without an id gets one from its content (`content_id`),
     so the same line read twice is the same record. Such lines carry no timestamp either: ingest
-    gives them their file's modification time (see pipelines/ingest.py).
+    gives them their file's modification time (see pipelines/data/ingest.py).
 A line that cannot become a record is kept as {"_invalid": <text>, "_error": <why>} so that
 validate can quarantine it: nothing pulled is ever dropped silently.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -102,3 +103,17 @@ def write_json(path: str | Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def parse_timestamp(value) -> dt.datetime | None:
+    """An aware UTC datetime from an ISO-8601 string or datetime, or None if it is not one."""
+    if isinstance(value, dt.datetime):
+        ts = value
+    elif isinstance(value, str):
+        try:
+            ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)

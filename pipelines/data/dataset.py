@@ -20,7 +20,7 @@ strata (cycle x topic). At least dataset.eval_fraction of the buffer is left out
 night's replay, for evaluate to measure forgetting on. The buffer grows by this cycle's training examples and, past
 replay.capacity, keeps a stratified reservoir sample: see `update_buffer`.
 
-    python -m pipelines.dataset --cycle 2026-01-05 data/validated/clean.jsonl data/replay/buffer.jsonl data/dataset \\
+    python -m pipelines.data.dataset --cycle 2026-01-05 data/validated/clean.jsonl data/replay/buffer.jsonl data/dataset \\
         --anchor data/anchor/anchor_train.jsonl
 """
 
@@ -32,8 +32,8 @@ import math
 import random
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.records import content_hash, read_jsonl, write_json, write_jsonl
+from pipelines.common import params as params_mod
+from pipelines.common.records import content_hash, read_jsonl, write_json, write_jsonl
 
 
 def held_out(record_id: str, seed: int, fraction: float) -> bool:
@@ -238,7 +238,7 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
         if not anchor_train.exists():
             raise FileNotFoundError(
                 f"anchor training set {anchor_train} not found: build it with `python -m "
-                "pipelines.eval_sets build` (or copy data/anchor/anchor_train.jsonl from the project)")
+                "pipelines.samples.eval_sets build` (or copy data/anchor/anchor_train.jsonl from the project)")
         anchors = list(read_jsonl(anchor_train))
     incoming = list(read_jsonl(clean))
     records, exact = deduplicate(incoming)
@@ -274,7 +274,7 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.dataset", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.data.dataset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clean", type=Path)
     parser.add_argument("buffer_in", type=Path)

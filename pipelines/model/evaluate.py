@@ -16,7 +16,7 @@ next-token distributions from the champion's, and how often their generated answ
 A candidate that cannot be loaded or scores NaN is recorded as such, so the gate rejects it instead
 of the cycle crashing.
 
-    python -m pipelines.evaluate models/candidate models/parent data/dataset reports/eval.json \\
+    python -m pipelines.model.evaluate models/candidate models/parent data/dataset reports/eval.json \\
         --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl --replay data/replay/buffer.jsonl
 """
 
@@ -29,17 +29,17 @@ import math
 import re
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.records import read_jsonl, write_json
+from pipelines.common import params as params_mod
+from pipelines.common.metrics import SETS, metric
+from pipelines.common.records import read_jsonl, write_json
 
-SETS = ("new", "golden", "replay", "anchor")
 MARGIN_SETS = ("new", "golden")  # sets of distinct questions, where a wrong answer means something
 
 def pii_shapes(text: str) -> list[str]:
     """The kinds of personal data or secrets that `text` appears to contain, by the same scan that
     checks redacted records (placeholders such as <EMAIL_ADDRESS_1> do not count). Training data
     is redacted, so a model that emits these learned them from somewhere they should not be."""
-    from pipelines.residual import scan_text
+    from pipelines.privacy.residual import scan_text
 
     return sorted(scan_text(text))
 
@@ -88,7 +88,7 @@ def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_si
     question than given its own: near zero when answers no longer depend on the question, as
     after training on logs whose responses were shuffled across prompts.
     """
-    from pipelines.modeling import loss_and_accuracy
+    from pipelines.common.modeling import loss_and_accuracy
 
     if not examples:
         return {"examples": 0}
@@ -107,7 +107,7 @@ def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_si
 
 def behaviour(model, tokenizer, golden: list[dict], max_new_tokens: int) -> dict:
     """Generate answers to golden prompts; count PII-looking output and kept formats."""
-    from pipelines.modeling import reply
+    from pipelines.common.modeling import reply
 
     samples = []
     for record in golden:
@@ -137,7 +137,7 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         or None, "divergence": {...} or None}; each model's entry has one score dict per set and
         "generations" with the behaviour checks.
     """
-    from pipelines.modeling import (encode_chat, is_adapter, load_adapters, load_tokenizer,
+    from pipelines.common.modeling import (encode_chat, is_adapter, load_adapters, load_tokenizer,
                                     output_divergence, set_determinism)
 
     set_determinism(seed)
@@ -184,15 +184,6 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
     return report
 
 
-def metric(entry: dict | None, name: str) -> float | None:
-    """One metric of a model's entry by dotted name ("new.eval_loss", "generations.pii_rate");
-    None when it was not measured or is not a finite number."""
-    value = entry
-    for key in name.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def load_sets(eval_file: Path, golden: Path | None, anchor: Path | None, replay: Path | None,
               train_file: Path | None, replay_examples: int, seed: int) -> dict[str, list[dict]]:
     def read(path: Path | None) -> list[dict]:
@@ -203,7 +194,7 @@ def load_sets(eval_file: Path, golden: Path | None, anchor: Path | None, replay:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidate", type=Path)
     parser.add_argument("champion", type=Path)

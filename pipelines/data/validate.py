@@ -16,7 +16,7 @@ validate.min_records records is too small for batch statistics: it is not judged
 `batch_judged: false`) and the nightly flow skips training on it. GX Data Docs (HTML) of
 both validations are written every cycle.
 
-    python -m pipelines.validate data/snapshots/2026-01-05.jsonl data/validated --cycle 2026-01-05 \\
+    python -m pipelines.data.validate data/snapshots/2026-01-05.jsonl data/validated --cycle 2026-01-05 \\
         --suites validation/expectations --data-docs reports/data_docs
 """
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import params as params_mod
-from pipelines.ingest import parse_timestamp
-from pipelines.records import ROLES, content_hash, is_invalid, read_jsonl, write_json, write_jsonl
+from pipelines.common import params as params_mod
+from pipelines.common.records import parse_timestamp
+from pipelines.common.records import ROLES, content_hash, is_invalid, read_jsonl, write_json, write_jsonl
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / "validation" / "expectations"
 ROW_SUITE = "records_row_level"
@@ -336,7 +336,7 @@ def _plain(value):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.data.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("snapshot", type=Path, help="the cycle's redacted snapshot (from ingest)")
     parser.add_argument("out_dir", type=Path, help="gets clean.jsonl, quarantine.jsonl, report.json")

@@ -1,7 +1,7 @@
 """Person names and places in chat text: what a news-trained NER model misses there, and what it
 takes for a name there by mistake.
 
-Two recognizers for pipelines/redact.py, both reading the spaCy doc the NLP engine made (so nothing
+Two recognizers for pipelines/privacy/redact.py, both reading the spaCy doc the NLP engine made (so nothing
 is parsed twice), and one pass over the analyzer's results:
 - `NerNameRecognizer`: the NER model's PERSON and LOCATION spans (spaCy's, or a transformers
   model's through Presidio's TransformersNlpEngine), checked against what product and tool names

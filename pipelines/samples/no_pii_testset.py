@@ -8,8 +8,8 @@ addresses), long integers and timestamps (phone and card numbers), commit hashes
 digests (keys), "Night : Day :: Right : Left" (IPv6's `::`). A record counts as altered if
 redaction changes any of its texts or the residual scan flags it (it would be quarantined).
 
-    python -m pipelines.no_pii_testset            # the altered fraction and what was altered
-    python -m pipelines.no_pii_testset --part heldout   # one part: `dev` or `heldout`
+    python -m pipelines.samples.no_pii_testset            # the altered fraction and what was altered
+    python -m pipelines.samples.no_pii_testset --part heldout   # one part: `dev` or `heldout`
 
 Rules are developed against the `dev` part and checked on the `heldout` part (every fourth
 record), which is not looked at while they are written; the tests assert on the whole set.
@@ -21,8 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.records import parse_line
+from pipelines.common import params as params_mod
+from pipelines.common.records import parse_line
 
 PATH = Path(__file__).resolve().parent.parent / "data" / "labeled" / "no_pii.jsonl"
 
@@ -50,7 +50,7 @@ def measure(redactor, records: list[dict]) -> dict:
     """Fraction of `records` that redaction alters or flags, and which, with the changed texts.
 
     Args:
-        redactor: a pipelines.redact.Redactor.
+        redactor: a pipelines.privacy.redact.Redactor.
         records: records without personal data (`load()`).
     Returns:
         {"records", "altered", "rate", "by_kind": {kind: [altered, total]},
@@ -73,9 +73,9 @@ def measure(redactor, records: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipelines.redact import Redactor
+    from pipelines.privacy.redact import Redactor
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.no_pii_testset", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.samples.no_pii_testset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--path", type=Path, default=PATH)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-from pipelines import params as params_mod
+from pipelines.common import params as params_mod
 
 URLS_ENV = "NIGHTSHIFT_ALERT_URLS"
 

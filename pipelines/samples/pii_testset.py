@@ -1,13 +1,13 @@
 """A seeded, labeled set of realistic records with personal data and secrets in many formats.
 
-Records are the sample generator's support dialogues (pipelines/sample_logs.py), but every value
+Records are the sample generator's support dialogues (pipelines/samples/sample_logs.py), but every value
 that identifies someone is drawn here, in one of many written formats, and recorded: each record
 knows exactly what it holds. Some records carry an extra sentence with a type the templates lack
 (SSNs, IP addresses, JWTs, PEM keys, passwords in URLs, more providers' keys). Used by the tests
 (nothing of the must-vanish types may survive redaction) and by benchmarks/redact_bench.py (recall
 per type, side by side with vanilla Presidio).
 
-    python -m pipelines.pii_testset --records 1000 --out labeled.jsonl
+    python -m pipelines.samples.pii_testset --records 1000 --out labeled.jsonl
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines import sample_logs
+from pipelines.samples import sample_logs
 
 # National identity, tax and health numbers, each with its check digits computed here from the
 # issuing authority's published algorithm (not from the recognizers that find them).
@@ -452,7 +452,7 @@ def recall(pairs: list[tuple[dict, list[Injected]]], redacted: list[dict],
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.pii_testset", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.samples.pii_testset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

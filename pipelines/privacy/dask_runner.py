@@ -13,8 +13,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Iterator
 
-from pipelines import params as params_mod
-from pipelines import redact
+from pipelines.common import params as params_mod
+from pipelines.privacy import redact
 
 
 # The redactor of this worker process, built by its first chunk and kept for the next ones.

@@ -14,7 +14,7 @@ the same fingerprint when started again, and deletes the checkpoints when it suc
 `train.distributed.processes` > 1 the stage re-launches itself through `accelerate launch` (DDP, or
 FSDP with QLoRA); only the main process writes the adapter and the metrics.
 
-    python -m pipelines.train models/parent data/dataset/train.jsonl models/candidate
+    python -m pipelines.model.train models/parent data/dataset/train.jsonl models/candidate
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipelines import params as params_mod
-from pipelines.records import read_jsonl, write_json
+from pipelines.common import params as params_mod
+from pipelines.common.records import read_jsonl, write_json
 
 ADAPTER_INFO = "nightshift.json"  # written beside the adapter: what it was trained from
 CHECKPOINTS = Path("models/checkpoints")  # outside every DVC out: DVC deletes outs before a stage runs
@@ -63,7 +63,7 @@ def uses_fsdp(p: params_mod.TrainParams) -> bool:
 
 def trainable_model(base_model: str, p: params_mod.TrainParams, parent: Path):
     """The base model, prepared for k-bit training if quantised, with a trainable adapter on it."""
-    from pipelines.modeling import load_base
+    from pipelines.common.modeling import load_base
 
     # FSDP shards only floating tensors of one dtype: the 4-bit weights are stored in bf16, the
     # compute dtype, so the quantised layers are wrapped together with the others.
@@ -76,7 +76,7 @@ def add_adapter(model, p: params_mod.TrainParams, parent: Path):
     checkpointing when `train.gradient_checkpointing`, and the parent's adapter (or a new one)."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from pipelines.modeling import is_adapter
+    from pipelines.common.modeling import is_adapter
 
     if p.quantization != "none" and not uses_fsdp(p):
         # It upcasts the non-quantised weights to fp32; FSDP needs them in the storage dtype
@@ -139,7 +139,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from pipelines.modeling import data_collator, encode_chat, is_adapter, load_tokenizer, set_determinism
+    from pipelines.common.modeling import data_collator, encode_chat, is_adapter, load_tokenizer, set_determinism
 
     started = time.time()
     set_determinism(seed)
@@ -404,7 +404,7 @@ def accelerate_config(p: params_mod.TrainParams, cuda: bool) -> dict:
 def launch_command(config_file: Path, argv: list[str]) -> list[str]:
     """This stage, with the same arguments, under `accelerate launch`."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-            "-m", "pipelines.train", *argv]
+            "-m", "pipelines.model.train", *argv]
 
 
 def launch_distributed(p: params_mod.TrainParams, argv: list[str]) -> None:
@@ -440,7 +440,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parent", type=Path, help="the adapter to continue from (empty: start fresh)")
     parser.add_argument("train_file", type=Path, help="the training records (JSONL, chat format)")

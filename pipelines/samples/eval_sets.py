@@ -16,11 +16,11 @@ replay.anchor_ratio to protect what the base model could do. It is disjoint from
 set (no shared id, conversation or user question, compared after redaction), so the anchor loss
 still measures ability on conversations never trained on.
 
-`python -m pipelines.eval_sets build` writes the project's initial golden, anchor and anchor_train
+`python -m pipelines.samples.eval_sets build` writes the project's initial golden, anchor and anchor_train
 sets from the sample-log templates (run once; the files are committed, and each workspace
 DVC-tracks its copy). The same seed writes the same bytes.
 
-    python -m pipelines.eval_sets build --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl \\
+    python -m pipelines.samples.eval_sets build --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl \\
         --anchor-train data/anchor/anchor_train.jsonl
 """
 
@@ -34,9 +34,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from pipelines import params as params_mod
-from pipelines.records import content_hash, read_json, read_jsonl, write_jsonl
-from pipelines.sample_logs import TEMPLATES, make_record
+from pipelines.common import params as params_mod
+from pipelines.common.records import content_hash, read_json, read_jsonl, write_jsonl
+from pipelines.samples.sample_logs import TEMPLATES, make_record
 
 GOLDEN_PER_TEMPLATE = 2     # every template of every topic, twice with different slot values
 ANCHOR_RECORDS = 36         # six per topic
@@ -140,7 +140,7 @@ def anchor_training_records(seed: int, anchor_eval: list[dict], redact: Callable
 def build(p: params_mod.Params, golden: Path, anchor: Path, anchor_train: Path) -> dict:
     """Write the initial golden, anchor and anchor training sets, through the pipeline's own
     redaction so they look exactly like what the model trains on. Returns their sizes."""
-    from pipelines.redact import Redactor
+    from pipelines.privacy.redact import Redactor
 
     redactor = Redactor(p.redact)
     anchor_eval = [redactor.redact_record(r) for r in anchor_records(p.seed)]
@@ -164,7 +164,8 @@ def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir
     Nothing is added unless every record passes validation: a golden set is curated, so a bad
     record is an error to fix, not something to quarantine. Returns {"added", "already_there"}.
     """
-    from pipelines import redact, validate
+    from pipelines.privacy import redact
+    from pipelines.data import validate
 
     redacted = out_dir / "redacted.jsonl"
     redact.redact_file(p.redact, new_records, redacted, salt=salt)
@@ -193,7 +194,7 @@ def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.eval_sets", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.samples.eval_sets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write the initial golden, anchor and anchor training sets")

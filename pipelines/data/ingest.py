@@ -2,10 +2,10 @@
 redacting each record as it is pulled.
 
 Nothing unredacted is written: the lines read from the source go, in memory, through redaction
-(pipelines/redact.py, the `redact` section of params.yaml) and only the redacted records reach
+(pipelines/privacy/redact.py, the `redact` section of params.yaml) and only the redacted records reach
 data/snapshots/<date>.jsonl, the cycle's pinned snapshot, with the night's redaction counts in
 data/snapshots/<date>.report.json. Each record keeps the salted hashes of who it is about
-(pipelines/subjects.py); a record whose hashes `nightshift forget` tombstoned is dropped and
+(pipelines/privacy/subjects.py); a record whose hashes `nightshift forget` tombstoned is dropped and
 counted as `forgotten`. Ingest then points data/cycle.yaml at the snapshot and moves the watermark
 in data/watermark.json. It reads a live source, so it sits outside the DVC DAG; the snapshot it
 writes is what the DAG reproduces from, and the source stays the one system of record for the
@@ -54,9 +54,10 @@ from typing import NamedTuple
 
 import yaml
 
-from pipelines import params as params_mod
-from pipelines import redact as redact_mod
-from pipelines import subjects
+from pipelines.common import params as params_mod
+from pipelines.common.records import parse_timestamp
+from pipelines.privacy import redact as redact_mod
+from pipelines.privacy import subjects
 
 SNAPSHOT_DIR = Path("data/snapshots")
 CYCLE_FILE = Path("data/cycle.yaml")
@@ -72,20 +73,6 @@ class Line(NamedTuple):
     timestamp: dt.datetime | None
     raw: bytes
     file_dated: bool  # True: the timestamp is the file's modification time, not the record's
-
-
-def parse_timestamp(value) -> dt.datetime | None:
-    """An aware UTC datetime from an ISO-8601 string or datetime, or None if it is not one."""
-    if isinstance(value, dt.datetime):
-        ts = value
-    elif isinstance(value, str):
-        try:
-            ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
-        return None
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
 
 
 def iso(ts: dt.datetime) -> str:
@@ -306,7 +293,7 @@ def run(source: params_mod.SourceParams, redact: params_mod.RedactParams, date: 
         redact: how to redact (params.yaml `redact`).
         date: the day whose interactions this cycle learns from.
         salt_file, tombstones_file: the workspace's subject salt and `nightshift forget`'s
-            tombstones (pipelines/subjects.py).
+            tombstones (pipelines/privacy/subjects.py).
         now: the present (default: the clock); nothing stamped later is pulled.
         timezone: the IANA time zone whose midnight ends `date` (params.yaml schedule.timezone,
             the clock a scheduled run names its night by).
@@ -430,7 +417,7 @@ def _write_cycle(cycle_file: Path, date: dt.date, snapshot: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.ingest",
+    parser = argparse.ArgumentParser(prog="python -m pipelines.data.ingest",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--date", type=dt.date.fromisoformat, required=True,
                         help="the day whose interactions to pull (YYYY-MM-DD)")

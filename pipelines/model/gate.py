@@ -9,7 +9,7 @@ corrupt or NaN candidate) fails; a metric a set could not measure yet (no replay
 first cycle) is recorded as not checked. The verdict goes to reports/gate.json and, by register,
 to the model version's tags.
 
-    python -m pipelines.gate reports/eval.json reports/gate.json
+    python -m pipelines.model.gate reports/eval.json reports/gate.json
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines import params as params_mod
-from pipelines.evaluate import metric
-from pipelines.records import write_json
+from pipelines.common import params as params_mod
+from pipelines.common.metrics import metric
+from pipelines.common.records import write_json
 
 HEADLINE = "new.eval_loss"  # the number that must be measured for a candidate to count at all
 
@@ -88,7 +88,7 @@ def run(p: params_mod.GateParams, eval_report: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.gate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model.gate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("eval_report", type=Path)
     parser.add_argument("out", type=Path)

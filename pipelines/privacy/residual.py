@@ -140,7 +140,7 @@ def _digit_run_type(text: str, m: re.Match) -> str | None:
     if re.fullmatch(r"\d{3}([- .])\d{2}\1\d{4}", run):
         return "US_SSN"
     if 12 <= len(digits) <= 19 and luhn_ok(digits) and (run.startswith("+") is False):
-        from pipelines.redact_recognizers import card_brand
+        from pipelines.privacy.recognizers import card_brand
         if card_brand(digits):
             return "CREDIT_CARD"
     if len(digits) < MIN_DIGITS_PHONE or len(digits) > 15 or IPV4.fullmatch(run):
@@ -254,7 +254,7 @@ def placeholder(placeholders: dict[tuple[str, str], str], entity: str, value: st
 def redact_residual(text: str, placeholders: dict[tuple[str, str], str]) -> tuple[str, set[str]]:
     """Replace every span the scan flags in `text` with a typed placeholder `<TYPE_n>`.
 
-    Numbering is shared with `placeholders`, as in pipelines/redact.py's Redactor.redact_text: the
+    Numbering is shared with `placeholders`, as in pipelines/privacy/redact.py's Redactor.redact_text: the
     key (entity type, value) maps to `<TYPE_n>`, n being 1 + the number of keys of that type
     already there, so a value keeps its placeholder across a record. Where spans overlap, the
     one that starts first (the longer at the same start) is replaced. Returns the new text and
