@@ -194,7 +194,7 @@ def run(p: params_mod.Params, cycles: int, records_per_cycle: int, eval_fraction
     if base is None:
         print("forgetting: building the default tiny base model (params.yaml `base`)", flush=True)
         base = str(work / "base")
-        base_model_stage.run(p.base, p.seed, Path(base), ROOT / "data/corpus")
+        base_model_stage.run(p.base_model, p.seed, Path(base), ROOT / "data/corpus")
     data_p = dataclasses.replace(p.dataset, eval_fraction=eval_fraction)
     without_replay = dataclasses.replace(p.replay, ratio=0.0, anchor_ratio=0.0)
     encode, score = scorer(p, base)

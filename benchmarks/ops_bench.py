@@ -121,7 +121,7 @@ def bench_empty(args) -> dict:
 # Small enough that 30 nights run in well under an hour on 2 cores; the same code paths as the
 # defaults. The replay buffer reaches its capacity on night 3 (about 30 examples a night), so
 # what grows after that is the history (git, DVC cache, MLflow, logs), not the buffer.
-CYCLE_PARAMS = {"base.corpus_records": 300, "base.pretrain_steps": 100, "base.pretrain_batch_size": 8,
+CYCLE_PARAMS = {"base_model.corpus_records": 300, "base_model.pretrain_steps": 100, "base.pretrain_batch_size": 8,
                 "replay.capacity": 60, "evaluate.generation_examples": 8, "drift.min_records": 20,
                 "nightly.min_new_examples": 10}
 
@@ -198,7 +198,7 @@ def bench_stages(args) -> dict:
         shutil.rmtree(root)
     base_s = None
     if not (base / "config.json").exists():
-        _, base_s = timed(base_model.run, dataclasses.replace(p.base, corpus_records=300,
+        _, base_s = timed(base_model.run, dataclasses.replace(p.base_model, corpus_records=300,
                                                               pretrain_steps=50),
                           p.seed, base, ROOT / "data/corpus")
     buffer = root / "buffer.jsonl"
@@ -216,7 +216,7 @@ def bench_stages(args) -> dict:
             "\n".join(sample_logs.generate_day(11, day, 1, records, 0.8)) + "\n")
         seconds: dict[str, float] = {}
         pulled, seconds["ingest"] = timed(
-            ingest.run, params_mod.SourceParams(str(d / "logs"), "interactions", p.source.chunk_rows),
+            ingest.run, dataclasses.replace(p.ingest, url=str(d / "logs")),
             p.redact, day, snapshot_dir=d / "snapshots", watermark_file=d / "watermark.json",
             cycle_file=d / "cycle.yaml", salt_file=d / "subject-salt",
             tombstones_file=d / "forgotten.jsonl")

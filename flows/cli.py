@@ -30,13 +30,13 @@ def _workspace_params(path: str) -> tuple[Path, params_mod.Params]:
 
     ws = _workspace(path)
     p = params_mod.load(ws / "params.yaml")
-    reg.configure_retries(p.retries)  # promote, rollback, status, history ride out a restarting server too
+    reg.configure_retries(p.registry)  # promote, rollback, status, history ride out a restarting server too
     return ws, p
 
 
 def cmd_init(args) -> None:
     path = wsp.init(Path(args.directory))
-    print(f"Created the workspace {path}\nNext: put logs in {path / 'logs'} (or set source.url in "
+    print(f"Created the workspace {path}\nNext: put logs in {path / 'logs'} (or set ingest.url in "
           f"params.yaml), then `nightshift run --workspace {path}`")
 
 
@@ -189,11 +189,11 @@ def cmd_generate(args) -> None:
                                  "(`nightshift run` or `nightshift demo`)")
             version, source = champion.version, champion.source
         adapter = reg.download_adapter(p.registry, source, Path(tmp) / "adapter")
-        model = modeling.load_with_adapter(p.base.model, p.train.quantization, adapter, trainable=False)
-        tokenizer = modeling.load_tokenizer(p.base.model)
+        model = modeling.load_with_adapter(p.base_model.model, p.train.quantization, adapter, trainable=False)
+        tokenizer = modeling.load_tokenizer(p.base_model.model)
         system = None if args.no_system else SYSTEM_PROMPT
         answer = modeling.generate(model, tokenizer, args.prompt, args.max_new_tokens, system)
-    print(f"[{p.base.model} + {p.registry.model_name} version {version}]\n{answer}")
+    print(f"[{p.base_model.model} + {p.registry.model_name} version {version}]\n{answer}")
 
 
 def cmd_redact(args) -> None:
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run one cycle: ingest (redacting as it pulls), validate, "
                        "dataset, train, evaluate, gate, version, register.")
     p.add_argument("--date", help="the day whose interactions to learn (YYYY-MM-DD; default: yesterday)")
-    p.add_argument("--source", help="override source.url: a JSONL folder/file or a database URL")
+    p.add_argument("--source", help="override ingest.url: a JSONL folder/file or a database URL")
     p.add_argument("--workspace", default=".", help="workspace directory (default: .)")
     p.set_defaults(func=cmd_run)
 

@@ -29,7 +29,7 @@ def demo(workspace: str = "demo", cycles: int | None = None) -> list[dict]:
     log = get_run_logger()
     ws = Path(workspace).resolve()
     p = params_mod.load(ws / "params.yaml")
-    logs = ws / p.source.url
+    logs = ws / p.ingest.url
     sample_logs.generate(logs, dt.date.fromisoformat(p.demo.start_date), p.demo.days,
                          p.demo.records_per_day, p.seed, p.demo.topic_shift)
     with chdir(ws):

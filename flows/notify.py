@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 
+from flows.summary import CycleSummary
 from pipelines.common import params as params_mod
 
 URLS_ENV = "NIGHTSHIFT_ALERT_URLS"
@@ -23,53 +24,52 @@ def alert_urls() -> list[str]:
     return [u for u in re.split(r"[\s,]+", os.environ.get(URLS_ENV, "")) if u]
 
 
-def should_alert(summary: dict, p: params_mod.NotifyParams) -> bool:
-    if summary.get("status") == "failed":
+def should_alert(summary: CycleSummary, p: params_mod.NotifyParams) -> bool:
+    if summary.status == "failed" or summary.rejected:
         return True
-    if (summary.get("gate") or {}).get("passed") is False:
+    if (summary.drift and summary.drift.alarm) or (summary.model_drift and summary.model_drift.alarm):
         return True
-    if (summary.get("drift") or {}).get("alarm") or (summary.get("model_drift") or {}).get("alarm"):
-        return True
-    return p.on_success and summary.get("status") == "succeeded"
+    return p.on_success and summary.status == "succeeded"
 
 
-def compose(summary: dict, registry: params_mod.RegistryParams, flow_run_id: str | None) -> tuple[str, str, str]:
+def compose(summary: CycleSummary, registry: params_mod.RegistryParams,
+            flow_run_id: str | None) -> tuple[str, str, str]:
     """(title, body, apprise notify type) of the alert for one cycle's summary."""
-    cycle = summary["cycle"]
+    cycle, drift, model_drift = summary.cycle, summary.drift, summary.model_drift
     lines = []
-    if summary.get("status") == "failed":
-        title = f"nightshift cycle {cycle} FAILED in {summary.get('failed_stage')}"
+    if summary.status == "failed":
+        title = f"nightshift cycle {cycle} FAILED in {summary.failed_stage}"
         kind = "failure"
-        lines.append(f"Error: {summary.get('error')}")
+        lines.append(f"Error: {summary.error}")
         lines.append("Nothing was registered; @champion is unchanged.")
-    elif (summary.get("gate") or {}).get("passed") is False:
-        title = f"nightshift cycle {cycle}: candidate version {summary.get('version')} REJECTED by the gate"
+    elif summary.rejected:
+        title = f"nightshift cycle {cycle}: candidate version {summary.version} REJECTED by the gate"
         kind = "warning"
-        lines.extend(f"- {r}" for r in summary["gate"].get("reasons") or [])
+        lines.extend(f"- {r}" for r in summary.gate.reasons or [])
         lines.append("@champion is unchanged.")
-    elif (summary.get("drift") or {}).get("alarm"):
-        title = f"nightshift cycle {cycle}: input drift ({', '.join(summary['drift']['alarms'])})"
+    elif drift and drift.alarm:
+        title = f"nightshift cycle {cycle}: input drift ({', '.join(drift.alarms)})"
         kind = "warning"
-        lines.append(f"The new interactions differ from earlier cycles; see {summary['drift']['report']}.")
-        if (summary.get("model_drift") or {}).get("alarm"):
-            lines.append(f"The model drifted too ({', '.join(summary['model_drift']['alarms'])}); "
-                         f"see {summary['model_drift']['report']}.")
-        lines.append(f"Version {summary.get('version')}: {summary.get('reason', '')}")
-    elif (summary.get("model_drift") or {}).get("alarm"):
-        title = f"nightshift cycle {cycle}: model drift ({', '.join(summary['model_drift']['alarms'])})"
+        lines.append(f"The new interactions differ from earlier cycles; see {drift.report}.")
+        if model_drift and model_drift.alarm:
+            lines.append(f"The model drifted too ({', '.join(model_drift.alarms)}); "
+                         f"see {model_drift.report}.")
+        lines.append(f"Version {summary.version}: {summary.reason or ''}")
+    elif model_drift and model_drift.alarm:
+        title = f"nightshift cycle {cycle}: model drift ({', '.join(model_drift.alarms)})"
         kind = "warning"
-        lines.append(f"Version {summary.get('version')} moved away from production or from its own "
-                     f"history; see {summary['model_drift']['report']}.")
-        lines.append(f"Version {summary.get('version')}: {summary.get('reason', '')}")
+        lines.append(f"Version {summary.version} moved away from production or from its own "
+                     f"history; see {model_drift.report}.")
+        lines.append(f"Version {summary.version}: {summary.reason or ''}")
     else:
-        title = f"nightshift cycle {cycle}: version {summary.get('version')} registered"
+        title = f"nightshift cycle {cycle}: version {summary.version} registered"
         kind = "success"
-        lines.append(str(summary.get("reason", "")))
-    acc = summary.get("accounting") or {}
-    if acc:
-        lines.append(f"Records: pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
-                     f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}")
-    ev = summary.get("eval") or {}
+        lines.append(str(summary.reason or ""))
+    acc = summary.accounting
+    if acc and acc.pulled is not None:
+        lines.append(f"Records: pulled {acc.pulled} = clean {acc.clean} + quarantined "
+                     f"{acc.quarantined} + duplicates {acc.duplicates}")
+    ev = summary.eval or {}
     if ev:
         lines.append(f"Eval loss: candidate {ev.get('candidate')}, champion {ev.get('champion')}, "
                      f"base {ev.get('base')}")
@@ -77,17 +77,17 @@ def compose(summary: dict, registry: params_mod.RegistryParams, flow_run_id: str
     if flow_run_id and flow_run_id != "none":
         lines.append(f"Flow run: {prefect_ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if prefect_ui
                      else f"Flow run id: {flow_run_id}")
-    if summary.get("version"):
+    if summary.version:
         if registry.tracking_uri.startswith("http"):
             lines.append(f"Model version: {registry.tracking_uri.rstrip('/')}/#/models/"
-                         f"{registry.model_name}/versions/{summary['version']}")
+                         f"{registry.model_name}/versions/{summary.version}")
         else:
-            lines.append(f"Model version: {registry.model_name} version {summary['version']} "
+            lines.append(f"Model version: {registry.model_name} version {summary.version} "
                          "(`nightshift status`, or `mlflow ui` in the workspace)")
     return title, "\n".join(lines), kind
 
 
-def send(summary: dict, p: params_mod.Params, flow_run_id: str | None = None,
+def send(summary: CycleSummary, p: params_mod.Params, flow_run_id: str | None = None,
          urls: list[str] | None = None) -> bool:
     """Send the cycle's alert if it calls for one. Returns True if one was delivered."""
     import apprise

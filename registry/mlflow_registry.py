@@ -47,13 +47,34 @@ def tracking_uri(p: params_mod.RegistryParams) -> str:
     return p.tracking_uri
 
 
-def configure_retries(retries: params_mod.RetryParams) -> None:
+def in_workspace(p: params_mod.RegistryParams, ws: Path) -> params_mod.RegistryParams:
+    """`p` with a relative sqlite store (sqlite:///mlflow.db) made absolute against the workspace
+    `ws`, so that registry calls give the same answer from any working directory."""
+    import dataclasses
+
+    prefix = "sqlite:///"
+    if p.tracking_uri.startswith(prefix) and not p.tracking_uri.startswith(prefix + "/"):
+        return dataclasses.replace(p, tracking_uri=prefix + str((ws / p.tracking_uri[len(prefix):]).resolve()))
+    return p
+
+
+def artifact_root(p: params_mod.RegistryParams) -> Path:
+    """Where a new experiment keeps its artifacts: beside a sqlite store, in its workspace; for a
+    tracking server, in the folder the client runs in (at scale the server's bucket is named by
+    `mlflow server --artifacts-destination`)."""
+    uri = tracking_uri(p)
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+    return Path("mlartifacts").resolve()
+
+
+def configure_retries(p: params_mod.RegistryParams) -> None:
     """How MLflow's HTTP client retries a request to a tracking server that fails to connect,
-    times out or answers 408/429/5xx: `retries.mlflow` times, first at once, then after
-    2x, 4x, 8x ... `retries.mlflow_backoff_seconds` (urllib3's exponential backoff). Set for
+    times out or answers 408/429/5xx: `registry.retries` times, first at once, then after
+    2x, 4x, 8x ... `registry.retry_backoff_seconds` (urllib3's exponential backoff). Set for
     this process; read by MLflow on every request."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries.mlflow)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(retries.mlflow_backoff_seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(p.retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(p.retry_backoff_seconds)
 
 
 def client(p: params_mod.RegistryParams):
@@ -173,7 +194,7 @@ def register(p: params_mod.RegistryParams, adapter_dir: Path, run_name: str, lin
     c = client(p)
     if c.get_experiment_by_name(p.experiment) is None:
         # Artifacts beside the store, in the workspace (at scale: an S3 bucket on the server).
-        c.create_experiment(p.experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
+        c.create_experiment(p.experiment, artifact_location=artifact_root(p).as_uri())
     experiment = mlflow.set_experiment(p.experiment)
     lineage_tags = {f"{TAG}{k}": str(v) for k, v in lineage.items()}
     orphans = _delete_orphan_runs(c, p, experiment.experiment_id, lineage.get("cycle"))

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Smaller than params.yaml's defaults so each test trains in seconds; same code paths.
 TINY = {
-    "base": {"corpus_records": 300, "pretrain_steps": 100, "pretrain_batch_size": 8},
+    "base_model": {"corpus_records": 300, "pretrain_steps": 100, "pretrain_batch_size": 8},
     "demo": {"records_per_day": 40, "days": 3},
     "validate": {"min_records": 5},
     "nightly": {"min_new_examples": 10},   # 40 records a night leave 20-35 learnable: all train
@@ -81,7 +81,7 @@ def write_training_records(path: Path, seed: int, day: str, count: int = 48) -> 
 
 @pytest.fixture(scope="session")
 def params() -> params_mod.Params:
-    return params_mod._build(params_mod.Params, tiny_params_dict(), "")
+    return params_mod.parse(tiny_params_dict())
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +90,7 @@ def tiny_base(tmp_path_factory, params) -> str:
     from pipelines.model import base_model
 
     out = tmp_path_factory.mktemp("base") / "base"
-    base_model.run(params.base, params.seed, out, ROOT / "data/corpus")
+    base_model.run(params.base_model, params.seed, out, ROOT / "data/corpus")
     return str(out)
 
 

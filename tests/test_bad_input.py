@@ -1,7 +1,7 @@
 """Bad input through the real stages, as the nightly flow runs them: a JSONL log folder with good
 and broken lines -> ingest (redacting with Presidio as it pulls) -> validate (GX) -> dataset. Each
 broken line must end in quarantine with its reason, or be counted as a duplicate; the good ones must
-be clean; and pulled = clean + quarantined + duplicates must hold (flows.nightly.accounting)."""
+be clean; and pulled = clean + quarantined + duplicates must hold (flows.summary.accounting)."""
 
 import datetime as dt
 import json
@@ -10,9 +10,9 @@ from contextlib import chdir
 
 import pytest
 
-from flows.nightly import accounting
+from flows.summary import accounting
 from pipelines.data import dataset, ingest, validate
-from pipelines.common.params import SourceParams
+from pipelines.common.params import IngestParams
 
 DAY = dt.date(2026, 1, 5)
 WORDS = ("order refund invoice password shipping discount parcel courier address basket voucher "
@@ -78,7 +78,7 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
     (ws / "logs").mkdir(parents=True)
     (ws / "logs" / f"{DAY}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     with chdir(ws):
-        pulled = ingest.run(SourceParams(str(ws / "logs"), "interactions", 1000), params.redact, DAY)
+        pulled = ingest.run(IngestParams(str(ws / "logs"), "interactions", 1000, retries=0, retry_backoff_seconds=0), params.redact, DAY)
         snapshot = ws / pulled["snapshot"]
         validated = validate.run(params.validate, snapshot,
                                  ws / "data/validated", DAY.isoformat(),
@@ -90,7 +90,7 @@ def run_cycle(ws, params, lines: list[bytes]) -> dict:
     return {"pulled": pulled, "validated": validated, "dataset": deduplicated,
             "source": [l for l in lines if l.strip()], "quarantine": quarantine,
             "clean": [json.loads(l) for l in (ws / "data/validated/clean.jsonl").read_text().splitlines()],
-            "accounting": accounting(ws, pulled)}
+            "accounting": accounting(ws, pulled).model_dump()}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ ALICE, BOB = "u-alice-0001", "u-bob-0002"
 BOB_EMAIL = "bob.keeper@example.net"
 # A barely trained model keeps the cycle short: this test needs a registered version that trained
 # on the records, not a good one.
-SHORT = {"base.corpus_records": 60, "base.pretrain_steps": 10, "train.quantization": "none",
+SHORT = {"base_model.corpus_records": 60, "base_model.pretrain_steps": 10, "train.quantization": "none",
          "train.max_steps": 2, "evaluate.generation_examples": 2, "evaluate.max_new_tokens": 8,
          "evaluate.replay_examples": 8}
 REASON = "Alice Example (alice.example@mail.com) asked by phone on +1 415 555 0100"

@@ -8,7 +8,7 @@ from pipelines.data import ingest
 from pipelines.privacy import redact
 
 from pipelines.samples import sample_logs
-from pipelines.common.params import SourceParams
+from pipelines.common.params import IngestParams
 from pipelines.common.records import parse_line
 
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
@@ -46,7 +46,7 @@ def jsonl_logs(tmp_path):
 
 
 def run(tmp_path, url, day, table="interactions"):
-    return ingest.run(SourceParams(str(url), table, 1000), REDACT, day, **paths(tmp_path))
+    return ingest.run(IngestParams(str(url), table, 1000, retries=0, retry_backoff_seconds=0), REDACT, day, **paths(tmp_path))
 
 
 def test_each_day_is_pulled_once_broken_lines_included(tmp_path, jsonl_logs):
@@ -266,7 +266,7 @@ def test_future_timestamps_stay_in_the_source_and_never_move_the_watermark_past_
     folder = tmp_path / "logs"
     write_lines(folder / "log.jsonl", [chat(1, "2026-01-06T10:00:00Z"), chat(2, "2026-01-06T18:00:00Z"),
                                        chat(3, "2027-01-06T00:00:00Z")])  # a wrong clock upstream
-    source = SourceParams(str(folder), "interactions", 1000)
+    source = IngestParams(str(folder), "interactions", 1000, retries=0, retry_backoff_seconds=0)
     noon = ingest.run(source, REDACT, DAY2, now=dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc),
                       **paths(tmp_path))
     assert noon["pulled"] == 1 and noon["future_records"] == 2
@@ -284,7 +284,7 @@ def test_the_night_ends_at_midnight_on_the_schedules_clock_not_utc(tmp_path):
     folder = tmp_path / "logs"
     write_lines(folder / "log.jsonl", [chat(1, "2026-01-06T15:00:00Z"), chat(2, "2026-01-07T04:30:00Z"),
                                        chat(3, "2026-01-07T05:30:00Z")])  # 00:30 on the 7th there
-    source = SourceParams(str(folder), "interactions", 1000)
+    source = IngestParams(str(folder), "interactions", 1000, retries=0, retry_backoff_seconds=0)
     later = dt.datetime(2026, 1, 9, tzinfo=dt.timezone.utc)
     for zone, night in (("America/New_York", ["c1", "c2"]), ("UTC", ["c1"])):
         root = tmp_path / zone.replace("/", "-")
@@ -373,7 +373,7 @@ def test_a_database_failing_in_the_middle_of_a_chunked_read_writes_nothing(tmp_p
     with open(db, "r+b") as f:  # the pages holding the later rows go bad under the reader
         f.seek(size // 2)
         f.write(b"\xff" * (size // 4))
-    source = SourceParams(f"sqlite:///{db}", "interactions", 100)
+    source = IngestParams(f"sqlite:///{db}", "interactions", 100, retries=0, retry_backoff_seconds=0)
     progress = []
     with pytest.raises(ingest.SourceError, match="malformed.*watermark has not moved"):
         ingest.run(source, REDACT, DAY1, log=progress.append, **paths(tmp_path))
@@ -411,7 +411,7 @@ def test_source_down_fails_the_cycle_after_retries_alerts_and_keeps_the_watermar
     receiver = Receiver()
     monkeypatch.setenv("NIGHTSHIFT_ALERT_URLS", receiver.url)
     ws = wsp.init(tmp_path / "workspace")
-    write_tiny_params(ws / "params.yaml", **{"source.url": f"sqlite:///{tmp_path}/down/interactions.db",
+    write_tiny_params(ws / "params.yaml", **{"ingest.url": f"sqlite:///{tmp_path}/down/interactions.db",
                                              "ingest.retries": 2, "ingest.retry_backoff_seconds": 0.05})
     watermark = {"timestamp": "2026-01-04T23:59:00Z", "cycle": "2026-01-04"}
     (ws / "data").mkdir(exist_ok=True)

@@ -250,7 +250,7 @@ def test_generate_answers_with_the_base_model_and_the_champion_adapter(two_cycle
 
 
 def test_a_database_password_in_source_url_is_masked_in_the_params_logged_to_mlflow():
-    from flows.nightly import _without_password
+    from registry.lineage import without_password as _without_password
 
     assert _without_password("postgresql+psycopg2://bob:s3cret@db:5432/logs") == \
         "postgresql+psycopg2://bob:***@db:5432/logs"

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from flows import notify
+from flows.summary import CycleSummary
 
 
 class Receiver:
@@ -47,7 +48,7 @@ PROMOTED = {"cycle": "2026-01-07", "status": "succeeded", "version": "8",
 
 def test_a_failed_stage_alerts_with_the_error_and_the_flow_run(receiver, params, monkeypatch):
     monkeypatch.setenv("PREFECT_UI_URL", "http://127.0.0.1:4200")
-    assert notify.send(FAILED, params, flow_run_id="abc-123", urls=[receiver.url])
+    assert notify.send(CycleSummary.model_validate(FAILED), params, flow_run_id="abc-123", urls=[receiver.url])
     [message] = receiver.received
     assert "FAILED in validate" in message["title"]
     assert "quarantine_rate_too_high" in message["message"]
@@ -56,7 +57,7 @@ def test_a_failed_stage_alerts_with_the_error_and_the_flow_run(receiver, params,
 
 
 def test_a_rejected_candidate_alerts_with_the_reasons_and_the_version(receiver, params):
-    assert notify.send(REJECTED, params, urls=[receiver.url])
+    assert notify.send(CycleSummary.model_validate(REJECTED), params, urls=[receiver.url])
     [message] = receiver.received
     assert "version 7 REJECTED" in message["title"]
     assert "eval loss 4.1 vs champion 3.2" in message["message"]
@@ -64,9 +65,9 @@ def test_a_rejected_candidate_alerts_with_the_reasons_and_the_version(receiver, 
 
 
 def test_a_good_night_is_quiet_unless_asked(receiver, params, replace):
-    assert not notify.send(PROMOTED, params, urls=[receiver.url])
+    assert not notify.send(CycleSummary.model_validate(PROMOTED), params, urls=[receiver.url])
     loud = replace(params, notify=replace(params.notify, on_success=True))
-    assert notify.send(PROMOTED, loud, urls=[receiver.url])
+    assert notify.send(CycleSummary.model_validate(PROMOTED), loud, urls=[receiver.url])
     assert len(receiver.received) == 1
 
 

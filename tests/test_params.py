@@ -106,14 +106,37 @@ def test_yesterday_is_taken_on_the_schedules_clock():
 
 def test_retry_counts_beyond_what_mlflow_and_prefect_take_are_errors(tmp_path):
     raw = project_params()
-    raw["retries"]["mlflow"] = 11
-    with pytest.raises(params_mod.ParamsError, match="retries.mlflow must be between 0 and 10"):
+    from prefect.tasks import exponential_backoff
+
+    raw["registry"]["retries"] = 11
+    with pytest.raises(params_mod.ParamsError, match="registry.retries must be between 0 and 10"):
         load_raw(tmp_path, raw)
-    assert params_mod.load(ROOT / "params.yaml").retries.dvc_remote_delays() == [10, 20, 40]
+    raw["registry"]["retries"] = 7
+    raw["version"]["retries"] = 51
+    with pytest.raises(params_mod.ParamsError, match="version.retries must be between 0 and 50"):
+        load_raw(tmp_path, raw)
+    version = params_mod.load(ROOT / "params.yaml").version
+    assert exponential_backoff(version.retry_backoff_seconds)(version.retries) == [10, 20, 40]
 
 
 def test_a_trend_history_shorter_than_the_trend_window_is_an_error(tmp_path):
     raw = project_params()
-    raw["drift"]["trend_history"] = raw["drift"]["trend_window"] - 1
-    with pytest.raises(params_mod.ParamsError, match="drift.trend_history .* must be at least drift.trend_window"):
+    raw["model_drift"]["trend_history"] = raw["model_drift"]["trend_window"] - 1
+    with pytest.raises(params_mod.ParamsError, match="model_drift.trend_history .* must be at least model_drift.trend_window"):
         load_raw(tmp_path, raw)
+
+
+@pytest.mark.parametrize("old,new", [("base", "base_model"), ("source", "ingest"), ("retries", "registry.retries")])
+def test_a_section_of_an_older_params_yaml_says_where_its_keys_went(tmp_path, old, new):
+    raw = project_params()
+    raw[old] = {}
+    with pytest.raises(params_mod.ParamsError, match=f"{old} is now {new}"):
+        load_raw(tmp_path, raw)
+
+
+def test_replacing_a_value_is_checked_like_loading_it(params):
+    """Sections are validated on every construction: dataclasses.replace included."""
+    import dataclasses
+
+    with pytest.raises(params_mod.ParamsError, match="TrainParams.epochs must be at least 1, not 0"):
+        dataclasses.replace(params.train, epochs=0)

@@ -13,7 +13,7 @@ import time
 import pytest
 from prefect.states import Failed
 
-from flows import nightly as nightly_mod
+from flows import tasks
 from pipelines.data import ingest as ingest_stage
 from pipelines.common import params as params_mod
 from registry import mlflow_registry as reg
@@ -23,15 +23,15 @@ from tests.conftest import free_port
 def _params(tmp_path, uri, **retries):
     from tests.conftest import write_tiny_params
 
-    overrides = {"registry.tracking_uri": uri, **{f"retries.{k}": v for k, v in retries.items()}}
+    overrides = {"registry.tracking_uri": uri, **{f"registry.{k}": v for k, v in retries.items()}}
     return params_mod.load(write_tiny_params(tmp_path / "params.yaml", **overrides))
 
 
 def test_without_retries_an_unreachable_tracking_server_fails_at_once(tmp_path):
     from mlflow.exceptions import MlflowException
 
-    p = _params(tmp_path, f"http://127.0.0.1:{free_port()}", mlflow=0)
-    reg.configure_retries(p.retries)
+    p = _params(tmp_path, f"http://127.0.0.1:{free_port()}", retries=0)
+    reg.configure_retries(p.registry)
     started = time.time()
     with pytest.raises(MlflowException, match="Connection refused|Max retries exceeded"):
         reg.client(p.registry).search_experiments()
@@ -44,8 +44,8 @@ def test_without_retries_an_unreachable_tracking_server_fails_at_once(tmp_path):
 def test_mlflow_requests_wait_for_a_tracking_server_that_comes_up_late(tmp_path, caplog):
     port = free_port()
     # 7 retries, waits 0, 2, 4, 8, 16, 32, 64 s: about two minutes for the server to start.
-    p = _params(tmp_path, f"http://127.0.0.1:{port}", mlflow=7, mlflow_backoff_seconds=1)
-    reg.configure_retries(p.retries)
+    p = _params(tmp_path, f"http://127.0.0.1:{port}", retries=7, retry_backoff_seconds=1)
+    reg.configure_retries(p.registry)
     caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
     # Started now, the server listens only seconds later (MLflow's start-up): the first
     # requests find nothing there.
@@ -69,14 +69,14 @@ def test_mlflow_requests_wait_for_a_tracking_server_that_comes_up_late(tmp_path,
     (ValueError("a bad value in params.yaml"), False),
 ])
 def test_ingest_retries_only_source_errors(error, retried):
-    assert nightly_mod._retry_source_errors(None, None, Failed(data=error)) is retried
+    assert tasks.retry_source_errors(None, None, Failed(data=error)) is retried
 
 
 @pytest.mark.parametrize("error,retried", [
-    (nightly_mod.RemoteError("dvc push failed"), True),
+    (tasks.RemoteError("dvc push failed"), True),
     (RuntimeError("git commit failed"), False),
     (AssertionError("accounting"), False),
 ])
 def test_version_retries_only_a_failed_push(error, retried):
-    condition = nightly_mod.version.retry_condition_fn
+    condition = tasks.version.retry_condition_fn
     assert condition(None, None, Failed(data=error)) is retried

@@ -64,7 +64,7 @@ def s3_workspace(path, s3_endpoint: str, bucket: str, prefix: str):
 
 
 def test_the_version_step_pushes_to_s3_and_a_fresh_clone_pulls_the_same_data(tmp_path, s3_endpoint, aws_env):
-    from flows.nightly import version
+    from flows.tasks import version
 
     ws, s3 = s3_workspace(tmp_path / "workspace", s3_endpoint, BUCKET, "nightshift")
     snapshot = ws / "data/snapshots/2026-01-05.jsonl"

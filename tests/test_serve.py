@@ -106,10 +106,10 @@ def served(prefect_server, tmp_path_factory):
     ws = wsp.init(tmp_path_factory.mktemp("served") / "ws")
     write_tiny_params(ws / "params.yaml", **{
         "schedule.deployment": DEPLOYMENT, "schedule.cron": CRON, "schedule.timezone": TIMEZONE,
-        "retries.dvc_remote": 3, "retries.dvc_remote_backoff_seconds": 2,
+        "version.retries": 3, "version.retry_backoff_seconds": 2,
         # Smaller still than the other flow tests: this cycle proves the service runs one, not
         # what it learns (the gate's verdict does not matter here, the version is registered).
-        "base.corpus_records": 100, "base.pretrain_steps": 10, "train.epochs": 1,
+        "base_model.corpus_records": 100, "base_model.pretrain_steps": 10, "train.epochs": 1,
         "evaluate.generation_examples": 2, "evaluate.max_new_tokens": 8, "evaluate.replay_examples": 8})
     sample_logs.generate(ws / "logs", dt.date.fromisoformat(NIGHT), 1, 40, seed=7, topic_shift=0.8)
     blocker = ws / "dvc-remote"

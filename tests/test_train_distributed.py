@@ -89,7 +89,7 @@ def test_the_global_batch_is_split_evenly_across_processes(params):
 def run_stage(tmp_path, tiny_base, train_file, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
     params_file = write_tiny_params(tmp_path / "params.yaml", **{
-        "base.model": tiny_base, "train.epochs": EPOCHS, **overrides})
+        "base_model.model": tiny_base, "train.epochs": EPOCHS, **overrides})
     out = tmp_path / "candidate"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.model.train", str(tmp_path / "no-parent"), str(train_file),

@@ -42,7 +42,7 @@ def uninterrupted(tmp_path_factory, tiny_base, params, resume_params, train_file
 
 def stage_command(tmp_path, tiny_base, train_file, out, checkpoints):
     params_file = write_tiny_params(tmp_path / "params.yaml", **{
-        "base.model": tiny_base, "train.epochs": EPOCHS, "train.checkpoint_steps": CHECKPOINT_STEPS})
+        "base_model.model": tiny_base, "train.epochs": EPOCHS, "train.checkpoint_steps": CHECKPOINT_STEPS})
     return [sys.executable, "-m", "pipelines.model.train", str(tmp_path / "no-parent"), str(train_file),
             str(out), "--metrics", str(tmp_path / "train.json"), "--params", str(params_file),
             "--checkpoints", str(checkpoints)]

@@ -1,74 +1,87 @@
-"""params.yaml, typed and strict: one dataclass per section, unknown or missing keys are errors.
+"""params.yaml, typed and strict: one pydantic dataclass per section (stage = module = section).
 
-The why of every default lives as a comment in params.yaml; this module only gives it types.
+Unknown, missing or mistyped keys are errors that name the key and say what is allowed; the why of
+every default lives as a comment in params.yaml, this module only gives the values types and
+bounds. Sections are pydantic dataclasses, so `dataclasses.replace` and `asdict` work on them and
+every construction, replace included, is validated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
-from dataclasses import dataclass, fields
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
+import annotated_types
+import pydantic
 import yaml
+from pydantic import Field
+
+# transformers' SchedulerType values that need no extra arguments (written out, so that reading
+# params does not import transformers; tests/test_train.py checks them against transformers).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt")
+
+# Strict: "yes" is not true and 2.5 is not an integer; YAML's values are checked as they are.
+_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
 
 
 class ParamsError(ValueError):
     """params.yaml does not match what nightshift expects."""
 
 
-@dataclass(frozen=True)
-class BaseParams:
+def section(cls):
+    """A frozen pydantic dataclass whose failed validation raises ParamsError, worded like
+    the errors of params.yaml (`train.epochs must be at least 1, not 0`)."""
+    cls = pydantic.dataclasses.dataclass(frozen=True, config=_CONFIG)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            raise ParamsError(describe(exc, cls, where=f"{cls.__name__}.")) from None
+
+    cls.__init__ = checked_init
+    return cls
+
+
+AtLeast1 = Annotated[int, Field(ge=1)]
+
+
+@section
+class BaseModelParams:
     model: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    max_length: int
-    corpus_records: int
-    pretrain_steps: int
-    pretrain_batch_size: int
+    vocab_size: AtLeast1
+    hidden_size: AtLeast1
+    intermediate_size: AtLeast1
+    num_layers: AtLeast1
+    num_heads: AtLeast1
+    num_kv_heads: AtLeast1
+    max_length: AtLeast1
+    corpus_records: AtLeast1
+    pretrain_steps: AtLeast1
+    pretrain_batch_size: AtLeast1
     pretrain_learning_rate: float
 
 
-@dataclass(frozen=True)
-class SourceParams:
+@section
+class IngestParams:
     url: str
     table: str
-    chunk_rows: int
-
-    def __post_init__(self):
-        if self.chunk_rows < 1:
-            raise ParamsError(f"source.chunk_rows must be at least 1, not {self.chunk_rows}")
+    chunk_rows: AtLeast1
+    retries: Annotated[int, Field(ge=0, le=50)]  # Prefect takes at most 50 retry delays
+    retry_backoff_seconds: Annotated[float, Field(ge=0)]
 
 
-@dataclass(frozen=True)
-class IngestParams:
-    retries: int
-    retry_backoff_seconds: float
-
-    def __post_init__(self):
-        if not 0 <= self.retries <= 50:  # Prefect takes at most 50 retry delays
-            raise ParamsError(f"ingest.retries must be between 0 and 50, not {self.retries}")
-        if self.retry_backoff_seconds < 0:
-            raise ParamsError("ingest.retry_backoff_seconds must not be negative")
-
-    def retry_delays(self) -> list[float]:
-        """Exponential backoff: the first wait, then twice as long before each next attempt."""
-        return exponential_backoff(self.retry_backoff_seconds, self.retries)
-
-
-def exponential_backoff(first_wait: float, retries: int) -> list[float]:
-    """The waits before each retry: `first_wait`, then twice as long before each next one."""
-    return [first_wait * 2 ** i for i in range(retries)]
-
-
-@dataclass(frozen=True)
+@section
 class ScheduleParams:
     deployment: str
     cron: str
@@ -102,60 +115,31 @@ class ScheduleParams:
         return now.astimezone(zoneinfo.ZoneInfo(self.timezone)).date() - dt.timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class RetryParams:
-    mlflow: int
-    mlflow_backoff_seconds: int
-    dvc_remote: int
-    dvc_remote_backoff_seconds: float
-
-    def __post_init__(self):
-        if not 0 <= self.mlflow <= 10:  # MLflow's HTTP client refuses more than 10
-            raise ParamsError(f"retries.mlflow must be between 0 and 10, not {self.mlflow}")
-        if not 0 <= self.mlflow_backoff_seconds <= 120:  # MLflow's limit on its backoff factor
-            raise ParamsError("retries.mlflow_backoff_seconds must be between 0 and 120, "
-                              f"not {self.mlflow_backoff_seconds}")
-        if not 0 <= self.dvc_remote <= 50:  # Prefect takes at most 50 retry delays
-            raise ParamsError(f"retries.dvc_remote must be between 0 and 50, not {self.dvc_remote}")
-        if self.dvc_remote_backoff_seconds < 0:
-            raise ParamsError("retries.dvc_remote_backoff_seconds must not be negative")
-
-    def dvc_remote_delays(self) -> list[float]:
-        return exponential_backoff(self.dvc_remote_backoff_seconds, self.dvc_remote)
-
-
-@dataclass(frozen=True)
+@section
 class RedactParams:
     language: str
     entities: list[str]
     ner_model: str | None
     score_threshold: float
-    workers: int
-    chunk_records: int
-    text_cache_size: int
-    runner: str
+    workers: AtLeast1
+    chunk_records: AtLeast1
+    text_cache_size: AtLeast1
+    runner: Literal["processes", "dask"]
     dask_address: str | None
     # What reads ner_model: a spaCy pipeline, or a transformers token-classification model run
     # through Presidio's TransformersNlpEngine.
-    ner_engine: str = "spacy"
+    ner_engine: Literal["spacy", "transformers"] = "spacy"
 
     def __post_init__(self):
-        if self.ner_engine not in ("spacy", "transformers"):
-            raise ParamsError(f"redact.ner_engine must be 'spacy' or 'transformers', not {self.ner_engine!r}")
         if self.ner_engine == "transformers" and not self.ner_model:
             raise ParamsError("redact.ner_engine is 'transformers' but redact.ner_model is null: name "
                               "the token-classification model (a hub id or a local folder)")
-        for name in ("workers", "chunk_records", "text_cache_size"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"redact.{name} must be at least 1, not {getattr(self, name)}")
-        if self.runner not in ("processes", "dask"):
-            raise ParamsError(f"redact.runner must be 'processes' or 'dask', not {self.runner!r}")
         if self.dask_address and self.runner != "dask":
             raise ParamsError("redact.dask_address is set but redact.runner is not 'dask': set "
                               "runner: dask to use that cluster, or dask_address: null")
 
 
-@dataclass(frozen=True)
+@section
 class ValidateParams:
     """Every field is a suite parameter of the GX suites in validation/expectations/."""
     max_message_chars: int
@@ -169,129 +153,94 @@ class ValidateParams:
     max_p95_user_chars: float
 
 
-@dataclass(frozen=True)
+@section
 class DatasetParams:
     eval_fraction: float
     near_duplicate_threshold: float
-    shingle_words: int
+    shingle_words: AtLeast1
     minhash_num_perm: int
     exclude_feedback: list[str]
 
-    def __post_init__(self):
-        if self.shingle_words < 1:
-            raise ParamsError(f"dataset.shingle_words must be at least 1, not {self.shingle_words}")
 
-
-@dataclass(frozen=True)
+@section
 class NightlyParams:
-    min_new_examples: int
-
-    def __post_init__(self):
-        if self.min_new_examples < 1:
-            raise ParamsError(f"nightly.min_new_examples must be at least 1, not {self.min_new_examples}")
+    min_new_examples: AtLeast1
 
 
-@dataclass(frozen=True)
+Share = Annotated[float, Field(ge=0, lt=1)]
+
+
+@section
 class ReplayParams:
-    capacity: int
-    ratio: float
-    anchor_ratio: float
+    capacity: Annotated[int, Field(ge=0)]
+    ratio: Share
+    anchor_ratio: Share
 
     def __post_init__(self):
-        if self.capacity < 0:
-            raise ParamsError(f"replay.capacity must not be negative, not {self.capacity}")
-        for name in ("ratio", "anchor_ratio"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ParamsError(f"replay.{name} must be at least 0 and below 1, not "
-                                  f"{getattr(self, name)}")
         if self.ratio + self.anchor_ratio >= 1:
             raise ParamsError(f"replay.ratio + replay.anchor_ratio is {self.ratio + self.anchor_ratio}: "
                               "they are shares of the training mix, so they must leave room for "
                               "the new examples (sum below 1)")
 
 
-@dataclass(frozen=True)
+@section
 class DriftParams:
     alpha: float
-    permutations: int
-    max_samples: int
+    permutations: AtLeast1
+    max_samples: AtLeast1
     min_records: int
     max_length_psi: float
     max_oov_rate: float
     max_topic_tvd: float
+
+
+@section
+class ModelDriftParams:
     max_output_kl: float
     trend_metrics: list[str]
-    trend_window: int
+    trend_window: AtLeast1
     max_trend_increase: float
     trend_history: int
 
     def __post_init__(self):
-        if self.trend_window < 1 or self.trend_history < self.trend_window:
-            raise ParamsError(f"drift.trend_history ({self.trend_history}) must be at least "
-                              f"drift.trend_window ({self.trend_window}), which must be at least 1: "
+        if self.trend_history < self.trend_window:
+            raise ParamsError(f"model_drift.trend_history ({self.trend_history}) must be at least "
+                              f"model_drift.trend_window ({self.trend_window}), which must be at least 1: "
                               "the trend compares with the passed version trend_window back")
 
 
-# transformers' SchedulerType values that need no extra arguments (written out, so that reading
-# params does not import transformers; tests/test_train.py checks them against transformers).
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                 "constant_with_warmup", "inverse_sqrt")
-
-
-@dataclass(frozen=True)
+@section
 class DistributedParams:
-    processes: int
-    strategy: str
+    processes: AtLeast1
+    strategy: Literal["ddp", "fsdp"]
     fsdp_offload_params: bool
 
-    def __post_init__(self):
-        if self.processes < 1:
-            raise ParamsError(f"train.distributed.processes must be at least 1, not {self.processes}")
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ParamsError(f"train.distributed.strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
 
-
-@dataclass(frozen=True)
+@section
 class TrainParams:
-    quantization: str
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
+    quantization: Literal["4bit", "none"]
+    lora_r: AtLeast1
+    lora_alpha: AtLeast1
+    lora_dropout: Share
     target_modules: list[str]
     learning_rate: float
-    lr_scheduler: str
-    warmup_ratio: float
-    epochs: int
-    max_steps: int | None
-    batch_size: int
-    max_length: int
-    checkpoint_steps: int
-    checkpoints_kept: int
+    lr_scheduler: Literal[LR_SCHEDULERS]
+    warmup_ratio: Share
+    epochs: AtLeast1
+    max_steps: Annotated[int, Field(ge=1)] | None
+    batch_size: AtLeast1
+    max_length: AtLeast1
+    checkpoint_steps: AtLeast1
+    checkpoints_kept: AtLeast1
     distributed: DistributedParams
     packing: bool
     gradient_checkpointing: bool
 
     def __post_init__(self):
-        if self.quantization not in ("4bit", "none"):
-            raise ParamsError(f"train.quantization must be '4bit' or 'none', not {self.quantization!r}")
-        if self.checkpoint_steps < 1:
-            raise ParamsError(f"train.checkpoint_steps must be at least 1, not {self.checkpoint_steps}")
-        if self.checkpoints_kept < 1:
-            raise ParamsError(f"train.checkpoints_kept must be at least 1, not {self.checkpoints_kept}")
         if self.batch_size % self.distributed.processes:
             raise ParamsError(f"train.batch_size ({self.batch_size}) must be a multiple of "
                               f"train.distributed.processes ({self.distributed.processes}): each "
                               "process takes an equal share of every batch")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ParamsError(f"train.lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, "
-                              f"not {self.lr_scheduler!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ParamsError(f"train.warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ParamsError(f"train.max_steps must be at least 1 or null, not {self.max_steps}")
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"train.{name} must be at least 1, not {getattr(self, name)}")
 
     @property
     def per_device_batch_size(self) -> int:
@@ -299,15 +248,15 @@ class TrainParams:
         return self.batch_size // self.distributed.processes
 
 
-@dataclass(frozen=True)
+@section
 class EvaluateParams:
-    batch_size: int
+    batch_size: AtLeast1
     replay_examples: int
     generation_examples: int
-    max_new_tokens: int
+    max_new_tokens: AtLeast1
 
 
-@dataclass(frozen=True)
+@section
 class MetricThreshold:
     """TFX-style bounds on one metric: a value threshold (min/max) and a change threshold against
     the champion (max_increase/max_decrease, relative). Unset bounds are not checked."""
@@ -317,30 +266,34 @@ class MetricThreshold:
     max_decrease: float | None = None
 
     def __post_init__(self):
-        if all(getattr(self, f.name) is None for f in fields(self)):
+        if all(getattr(self, f.name) is None for f in dataclasses.fields(self)):
             raise ParamsError("a gate threshold needs at least one of min, max, max_increase, "
                               "max_decrease")
 
 
-@dataclass(frozen=True)
+@section
 class GateParams:
-    thresholds: dict[str, MetricThreshold]
+    thresholds: Annotated[dict[str, MetricThreshold], Field(min_length=1)]
 
 
-@dataclass(frozen=True)
+@section
 class RegistryParams:
     model_name: str
     tracking_uri: str
     experiment: str
     auto_promote: bool
+    retries: Annotated[int, Field(ge=0, le=10)]  # MLflow's HTTP client refuses more than 10
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=120)]  # MLflow's limit on its backoff factor
 
 
-@dataclass(frozen=True)
+@section
 class VersionParams:
     remote: str
     remote_url: str | None
     endpoint_url: str | None
     git_commit: bool
+    retries: Annotated[int, Field(ge=0, le=50)]  # Prefect takes at most 50 retry delays
+    retry_backoff_seconds: Annotated[float, Field(ge=0)]
 
     def __post_init__(self):
         if self.endpoint_url and not self.remote_url:
@@ -348,28 +301,26 @@ class VersionParams:
                               "bucket too (remote_url: s3://BUCKET/PATH)")
 
 
-@dataclass(frozen=True)
+@section
 class NotifyParams:
     on_success: bool
 
 
-@dataclass(frozen=True)
+@section
 class DemoParams:
     start_date: str
-    days: int
-    cycles: int
-    records_per_day: int
+    days: AtLeast1
+    cycles: AtLeast1
+    records_per_day: AtLeast1
     topic_shift: float
 
 
-@dataclass(frozen=True)
+@section
 class Params:
     seed: int
-    base: BaseParams
-    source: SourceParams
+    base_model: BaseModelParams
     ingest: IngestParams
     schedule: ScheduleParams
-    retries: RetryParams
     redact: RedactParams
     validate: ValidateParams
     dataset: DatasetParams
@@ -381,6 +332,7 @@ class Params:
     gate: GateParams
     registry: RegistryParams
     version: VersionParams
+    model_drift: ModelDriftParams
     notify: NotifyParams
     demo: DemoParams
 
@@ -397,54 +349,26 @@ class Params:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_TYPE_CHECKS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "str | None": lambda v: v is None or isinstance(v, str),
-    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    "float | None": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-}
+# Sections renamed when each stage got one name everywhere: a params.yaml of an older workspace
+# gets told where its keys went instead of a bare "unknown key".
+RENAMED = {"base": "base_model", "source": "ingest (url, table, chunk_rows)",
+           "retries": "registry.retries / registry.retry_backoff_seconds (MLflow) and "
+                      "version.retries / version.retry_backoff_seconds (dvc push)"}
 
 
-def _build(cls: type, raw: Any, where: str):
-    if not dataclasses.is_dataclass(cls):
-        return raw
+def parse(raw: dict) -> Params:
+    """Check a params.yaml already read into a dict. Raises ParamsError naming the keys."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{where or 'params.yaml'} must be a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    optional = {f.name for f in fields(cls) if f.default is not dataclasses.MISSING}
-    missing = sorted(set(known) - set(raw) - optional)
-    if unknown:
-        raise ParamsError(f"unknown key(s) in params.yaml: {', '.join(where + k for k in unknown)}")
-    if missing:
-        raise ParamsError(f"missing key(s) in params.yaml: {', '.join(where + k for k in missing)}")
-    hints = {f.name: f.type for f in fields(cls)}
-    values = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        sub = globals().get(hint)
-        if dataclasses.is_dataclass(sub):
-            values[name] = _build(sub, value, f"{where}{name}.")
-            continue
-        if hint.startswith("dict[str, "):  # a mapping of named sub-sections, e.g. gate.thresholds
-            sub = globals()[hint[len("dict[str, "):-1]]
-            if not isinstance(value, dict) or not value:
-                raise ParamsError(f"params.yaml: {where}{name} must be a non-empty mapping")
-            values[name] = {}
-            for key, item in value.items():
-                try:
-                    values[name][key] = _build(sub, item, f"{where}{name}.{key}.")
-                except ParamsError as exc:
-                    raise ParamsError(f"params.yaml: {where}{name}.{key}: {exc}") from None
-            continue
-        if not _TYPE_CHECKS[hint](value):
-            raise ParamsError(f"params.yaml: {where}{name} must be {hint}, not {value!r}")
-        values[name] = value
-    return cls(**values)
+        raise ParamsError(f"params.yaml must be a mapping, got {type(raw).__name__}")
+    moved = [f"{old} is now {new}" for old, new in RENAMED.items() if old in raw]
+    if moved:
+        raise ParamsError("params.yaml has sections of an older nightshift: " + "; ".join(moved)
+                          + " (see the project's params.yaml)")
+    try:
+        # JSON mode: nested sections come as mappings; YAML's scalars are JSON's.
+        return pydantic.TypeAdapter(Params).validate_json(json.dumps(raw, default=str))
+    except pydantic.ValidationError as exc:
+        raise ParamsError(describe(exc, Params)) from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -453,4 +377,89 @@ def load(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ParamsError(f"{path} not found: run from a nightshift workspace "
                           "(or create one with `nightshift init DIR`)")
-    return _build(Params, yaml.safe_load(path.read_text()) or {}, "")
+    return parse(yaml.safe_load(path.read_text()) or {})
+
+
+# What a value of each kind must be, for the error messages.
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+          "list": "a list", "dict": "a mapping", "dataclass": "a mapping", "none": "null"}
+
+
+def describe(exc: pydantic.ValidationError, root: type, where: str = "") -> str:
+    """pydantic's errors as params.yaml errors: each names its key and what is allowed. `where`
+    prefixes the keys of a section built in code (`TrainParams.`)."""
+    messages = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        key, kind, value = where + ".".join(loc), error["type"], error.get("input")
+        if kind == "missing":
+            messages.append(f"missing key(s) in params.yaml: {key}")
+        elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            messages.append(f"unknown key(s) in params.yaml: {key}")
+        elif kind == "value_error":  # a check of the section's own (__post_init__): its words
+            messages.append(str(error["ctx"]["error"]))
+        elif kind == "too_short":
+            messages.append(f"params.yaml: {key} must be a non-empty mapping")
+        elif kind == "literal_error":
+            allowed = typing.get_args(_field_type(root, loc))
+            choice = (" or ".join(repr(a) for a in allowed) if len(allowed) == 2
+                      else "one of " + ", ".join(allowed))
+            messages.append(f"params.yaml: {key} must be {choice}, not {value!r}")
+        elif kind in ("greater_than_equal", "less_than_equal", "less_than", "greater_than"):
+            messages.append(f"params.yaml: {key} must be {_bounds(root, loc)}, not {value!r}")
+        else:
+            what = next((v for k, v in _KINDS.items() if kind.startswith(k)), error["msg"])
+            messages.append(f"params.yaml: {key} must be {what}, not {value!r}")
+    return "; ".join(dict.fromkeys(messages))
+
+
+def _field_info(root: type, loc: list[str]):
+    """The pydantic FieldInfo of the key at `loc` (None inside a mapping of sub-sections)."""
+    cls, info = root, None
+    for part in loc:
+        fields = getattr(cls, "__pydantic_fields__", None)
+        if fields is None or part not in fields:
+            continue  # a key of a mapping (gate.thresholds.<metric>) or a union branch
+        info = fields[part]
+        cls = next((t for t in _flatten_type(info.annotation)
+                    if dataclasses.is_dataclass(t) or typing.get_origin(t) is dict), None)
+        if typing.get_origin(cls) is dict:
+            cls = typing.get_args(cls)[1]
+    return info
+
+
+def _flatten_type(annotation) -> list:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _flatten_type(arg)]
+    if typing.get_origin(annotation) is Annotated:
+        return _flatten_type(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _field_type(root: type, loc: list[str]):
+    info = _field_info(root, loc)
+    return next(t for t in _flatten_type(info.annotation) if typing.get_origin(t) is Literal)
+
+
+def _bounds(root: type, loc: list[str]) -> str:
+    """A field's bounds in words: "between 0 and 10", "in [0, 1)", "at least 1 or null"."""
+    info = _field_info(root, loc)
+    metadata = list(info.metadata)
+    for t in typing.get_args(info.annotation):  # bounds inside `Annotated[int, ...] | None`
+        metadata += getattr(t, "__metadata__", ())
+        for arg in typing.get_args(t)[1:]:
+            metadata += getattr(arg, "metadata", [])
+    b = {type(m).__name__.lower(): getattr(m, type(m).__name__.lower()) for m in metadata
+         if isinstance(m, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt))}
+    nullable = type(None) in _flatten_type(info.annotation)
+    if "ge" in b and "le" in b:
+        words = f"between {b['ge']} and {b['le']}"
+    elif "ge" in b and "lt" in b:
+        words = f"in [{b['ge']}, {b['lt']})"
+    elif "ge" in b:
+        words = f"at least {b['ge']}"
+    elif "le" in b:
+        words = f"at most {b['le']}"
+    else:
+        words = "within its bounds"
+    return words + (" or null" if nullable else "")

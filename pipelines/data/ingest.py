@@ -11,7 +11,7 @@ in data/watermark.json. It reads a live source, so it sits outside the DVC DAG; 
 writes is what the DAG reproduces from, and the source stays the one system of record for the
 raw text: a night pulled again is pulled from the source.
 
-Sources (source.url in params.yaml):
+Sources (ingest.url in params.yaml):
   - a folder of *.jsonl files, or one .jsonl file (log files as written by the assistant, or
     OpenAI-style fine-tuning files)
   - any SQLAlchemy URL (sqlite:///..., postgresql://...) with a table holding `id`, `timestamp`
@@ -55,13 +55,12 @@ from typing import NamedTuple
 import yaml
 
 from pipelines.common import params as params_mod
+from pipelines.common import paths
 from pipelines.common.records import parse_timestamp
 from pipelines.privacy import redact as redact_mod
 from pipelines.privacy import subjects
 
-SNAPSHOT_DIR = Path("data/snapshots")
-CYCLE_FILE = Path("data/cycle.yaml")
-WATERMARK_FILE = Path("data/watermark.json")
+SNAPSHOT_DIR, CYCLE_FILE, WATERMARK_FILE = paths.SNAPSHOTS, paths.CYCLE_FILE, paths.WATERMARK
 EPOCH = "1970-01-01T00:00:00Z"
 
 
@@ -281,7 +280,7 @@ def _finish_interrupted_commit(pending: Path, watermark_file: Path, snapshot_dir
         pending.unlink()
 
 
-def run(source: params_mod.SourceParams, redact: params_mod.RedactParams, date: dt.date,
+def run(source: params_mod.IngestParams, redact: params_mod.RedactParams, date: dt.date,
         snapshot_dir: Path = SNAPSHOT_DIR, watermark_file: Path = WATERMARK_FILE,
         cycle_file: Path = CYCLE_FILE, salt_file: Path = subjects.SALT_FILE,
         tombstones_file: Path = subjects.TOMBSTONES_FILE, now: dt.datetime | None = None,
@@ -405,7 +404,7 @@ def _what_to_do(url: str, date: dt.date, watermark: dt.datetime, exc: Exception)
     reason = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
     return (f"could not read source {url!r}: {reason}. Nothing was pulled and the watermark has "
             f"not moved (still {iso(watermark)}). Check that the source is up and readable and "
-            "that source.url in params.yaml (or --source) points at it, then run the cycle again: "
+            "that ingest.url in params.yaml (or --source) points at it, then run the cycle again: "
             f"nightshift run --date {date.isoformat()}")
 
 
@@ -425,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         p = params_mod.load(args.params)
-        metrics = run(p.source, p.redact, args.date, log=lambda line: print(line, file=sys.stderr),
+        metrics = run(p.ingest, p.redact, args.date, log=lambda line: print(line, file=sys.stderr),
                       timezone=p.schedule.timezone)
     except (SourceError, redact_mod.RedactionSetupError) as exc:
         sys.exit(f"ingest failed: {exc}")

@@ -35,7 +35,7 @@ from pipelines.common import params as params_mod
 from pipelines.common.records import parse_timestamp
 from pipelines.common.records import ROLES, content_hash, is_invalid, read_jsonl, write_json, write_jsonl
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "validation" / "expectations"
+SUITE_DIR = Path(__file__).resolve().parents[2] / "validation" / "expectations"
 ROW_SUITE = "records_row_level"
 BATCH_SUITE = "records_batch_level"
 PARSE_ERRORS = {"invalid_utf8": "utf8_ok", "invalid_json": "json_ok", "not_an_object": "object_ok"}

@@ -51,7 +51,7 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     return tokenizer
 
 
-def pretraining_texts(p: params_mod.BaseParams, seed: int, corpus_dir: Path, tokenizer=None) -> list[str]:
+def pretraining_texts(p: params_mod.BaseModelParams, seed: int, corpus_dir: Path, tokenizer=None) -> list[str]:
     """Generated support dialogues (chat-formatted once a tokenizer exists) and the general text."""
     dialogues = corpus_dialogues(seed, p.corpus_records)
     general = [line for f in sorted(corpus_dir.glob("*.txt"))
@@ -61,7 +61,7 @@ def pretraining_texts(p: params_mod.BaseParams, seed: int, corpus_dir: Path, tok
     return [tokenizer.apply_chat_template(chat, tokenize=False) for chat in dialogues] + general
 
 
-def run(p: params_mod.BaseParams, seed: int, out_dir: Path, corpus_dir: Path = CORPUS_DIR) -> dict:
+def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Path = CORPUS_DIR) -> dict:
     """Build, pre-train and save the tiny base model.
 
     Args:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
-    metrics = run(params.base, params.seed, args.out_dir)
+    metrics = run(params.base_model, params.seed, args.out_dir)
     write_json(args.metrics, metrics)
     print(f"base_model: {metrics['parameters']:,} parameters, loss {metrics['first_loss']:.2f} -> "
           f"{metrics['final_loss']:.2f} in {metrics['seconds']} s")

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     params = params_mod.load(args.params)
     sets = load_sets(args.dataset_dir / "eval.jsonl", args.golden, args.anchor, args.replay,
                      args.dataset_dir / "train.jsonl", params.evaluate.replay_examples, params.seed)
-    report = run(params.evaluate, params.train, params.base.model, params.seed, args.candidate,
+    report = run(params.evaluate, params.train, params.base_model.model, params.seed, args.candidate,
                  args.champion, sets)
     write_json(args.report, report)
     losses = {n: metric(report[n], "new.eval_loss") if report[n] else "none"

@@ -24,7 +24,7 @@ from pipelines.common.metrics import metric
 from pipelines.common.records import write_json
 
 
-def trend(p: params_mod.DriftParams, history: list[dict], candidate: dict) -> dict:
+def trend(p: params_mod.ModelDriftParams, history: list[dict], candidate: dict) -> dict:
     """Per tracked metric: the values over passed versions plus the candidate, and the alarm."""
     passed = [h for h in history if h.get("gate") == "passed" and h["version"] != candidate["version"]]
     out = {}
@@ -43,12 +43,12 @@ def trend(p: params_mod.DriftParams, history: list[dict], candidate: dict) -> di
     return out
 
 
-def run(p: params_mod.DriftParams, cycle: str, evaluation: dict, version: str,
+def run(p: params_mod.ModelDriftParams, cycle: str, evaluation: dict, version: str,
         history: list[dict], out_json, out_html) -> dict:
     """Build the model-drift report of one cycle.
 
     Args:
-        p: the `drift` section of params.yaml.
+        p: the `model_drift` section of params.yaml.
         evaluation: reports/eval.json; version: the candidate's registered version.
         history: every registered version, oldest first: {"version", "cycle", "gate", "metrics"}.
     Returns:

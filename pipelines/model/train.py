@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     if params.train.distributed.processes > 1 and not in_distributed_launch():
         launch_distributed(params.train, argv)  # the launched processes write adapter and metrics
         return
-    metrics = run(params.train, params.base.model, params.seed, args.parent, args.train_file,
+    metrics = run(params.train, params.base_model.model, params.seed, args.parent, args.train_file,
                   args.out_dir, checkpoints=args.checkpoints)
     if not is_main_process():
         return

@@ -833,7 +833,7 @@ def refine(text: str, results: list) -> list:
 
 
 # The labeled set these rules are measured on (tests/test_redact_names.py, benchmarks/redact_bench.py).
-LABELED = Path(__file__).resolve().parent.parent / "data/labeled/persons.jsonl"
+LABELED = Path(__file__).resolve().parents[2] / "data/labeled/persons.jsonl"
 # Particles that are part of a name but words of their own elsewhere ("van", "de", "bin").
 PARTICLES = {"van", "von", "der", "den", "de", "da", "di", "du", "del", "la", "le", "bin", "al", "el",
              "ibn", "y", "dos", "das"}

@@ -24,7 +24,7 @@ from pathlib import Path
 from pipelines.common import params as params_mod
 from pipelines.common.records import parse_line
 
-PATH = Path(__file__).resolve().parent.parent / "data" / "labeled" / "no_pii.jsonl"
+PATH = Path(__file__).resolve().parents[2] / "data" / "labeled" / "no_pii.jsonl"
 
 
 def load(path: Path = PATH) -> list[dict]:
