@@ -71,3 +71,86 @@ def test_golden_add_redacts_validates_versions_and_commits_and_refuses_bad_recor
 
     again = nightshift("golden", "add", str(tmp_path / "good.jsonl"), "--reason", "x", "--workspace", str(ws))
     assert again.returncode == 0 and "already in the golden set" in again.stdout
+
+
+def all_commands():
+    """(words after `nightshift`, the click command) for every command and group of the app."""
+    from typer.main import get_command
+
+    from flows.cli import app
+
+    found, todo = [], [((), get_command(app))]
+    while todo:
+        path, cmd = todo.pop(0)
+        found.append((path, cmd))
+        todo += [((*path, name), sub) for name, sub in getattr(cmd, "commands", {}).items()]
+    return found[1:]
+
+
+def flat(text):
+    return " ".join(text.split())
+
+
+def test_the_tests_here_cover_every_command():
+    names = [" ".join(path) for path, _ in all_commands()]
+    assert sorted(n for n in names if " " not in n) == sorted(COMMANDS)
+    assert "golden add" in names
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in all_commands()])
+def test_help_says_what_the_command_does_and_every_option_with_its_help(path, capsys):
+    from flows import cli
+
+    cmd = dict((" ".join(p), c) for p, c in all_commands())[path]
+    with pytest.raises(SystemExit) as done:
+        cli.main([*path.split(), "--help"])
+    assert done.value.code == 0
+    out = flat(capsys.readouterr().out)
+    assert out.startswith(f"usage: nightshift {path} ")
+    assert cmd.help and flat(cmd.help) in out  # the docstring
+    for param in cmd.params:
+        assert param.help, f"{path}: {param.name} has no help"
+        assert flat(param.help) in out
+        if param.param_type_name == "option":
+            assert all(opt in out for opt in param.opts)
+
+
+def test_workspace_option_is_declared_once_and_shared():
+    import typing
+    from pathlib import Path
+
+    from flows.cli import base
+
+    sources = "".join(p.read_text() for p in Path(base.__file__).parent.glob("*.py"))
+    assert sources.count("workspace directory (default: .)") == 1
+    takers = []
+    for path, cmd in all_commands():
+        if cmd.callback is None or "workspace" not in [p.name for p in cmd.params]:
+            continue
+        hint = typing.get_type_hints(cmd.callback.__wrapped__, include_extras=True)["workspace"]
+        takers.append(" ".join(path))
+        if path != ("demo",):  # the demo keeps its own workspace, demo/
+            assert hint == base.Workspace, path
+    assert len(takers) == 12  # all but redact and init
+
+
+@pytest.mark.parametrize("argv", [["rollback"], ["forget", "--reason", "x"],
+                                  ["forget", "--reason", "x", "--user-id", "u", "--match", "m"],
+                                  ["history", "--alias", "nobody"], ["demo", "--cycles", "many"],
+                                  ["no-such-command"], []])
+def test_usage_errors_exit_2_with_the_usage_line(argv, capsys):
+    from flows import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: nightshift" in err and "Error:" in err
+
+
+def test_a_failure_exits_with_its_message(tmp_path):
+    from flows import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["status", "--workspace", str(tmp_path)])
+    assert "is not a nightshift workspace" in done.value.code and "nightshift init" in done.value.code

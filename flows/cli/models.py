@@ -1,0 +1,125 @@
+"""The registered versions: `status`, `history`, `promote`, `rollback`, `generate`."""
+
+import json
+from contextlib import chdir
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.base import (Alias, Json, Workspace, app, command, option, require_workspace,
+                           workspace_params)
+from flows.cli.report import print_status
+
+
+@command(app, "status", "champion, challenger and recent versions")
+def status(workspace: Workspace = ".", json_: Json = False) -> None:
+    """Show the registered model's aliases and latest versions."""
+    print_status(require_workspace(workspace), as_json=json_)
+
+
+@command(app, "history", "every move of @champion and @challenger")
+def history(
+    alias: Annotated[Alias | None, option(help="only this alias")] = None,
+    workspace: Workspace = ".",
+    json_: Json = False,
+) -> None:
+    """Every alias move: when, from, to, by whom, why; moves made in the MLflow UI or through its
+    API are included once nightshift notices them."""
+    from registry import history as hist
+
+    ws, p = workspace_params(workspace)
+    with chdir(ws):
+        moves = hist.sync(p.registry)
+    if alias:
+        moves = [m for m in moves if m.alias == alias]
+    if json_:
+        print(json.dumps([m.as_dict() for m in moves], indent=2))
+        return
+    if not moves:
+        print("No alias has moved yet.")
+        return
+    print(f"{'#':>3}  {'when (UTC)':<25}  {'alias':<11}  {'from':>4} -> {'to':<4}  {'kind':<8}  by / why")
+    for m in moves:
+        print(f"{m.seq:>3}  {m.time:<25}  @{m.alias:<10}  {m.from_version or '-':>4} -> "
+              f"{m.to_version or '-':<4}  {m.kind:<8}  {m.by}: {m.why}")
+
+
+@command(app, "promote", "point @champion (or @challenger) at a version")
+def promote(
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="a registered version")],
+    reason: Annotated[str, option(metavar="WHY", help="why, for the history")],
+    alias: Annotated[Alias, option(help="the alias to move (default: champion)")]
+        = "champion",
+    force: Annotated[bool, option("--force", help="promote even a version the gate rejected")] = False,
+    workspace: Workspace = ".",
+) -> None:
+    """Promote a registered version by hand; recorded in the history."""
+    from registry import history as hist
+
+    ws, p = workspace_params(workspace)
+    with chdir(ws):
+        try:
+            move = hist.promote(p.registry, version, reason, alias=alias, force=force)
+        except hist.RegistryError as exc:
+            raise SystemExit(f"nightshift promote: {exc}")
+    if move is None:
+        print(f"@{alias} already points to version {version}; nothing changed")
+    else:
+        print(f"@{alias}: version {move.from_version or '-'} -> {move.to_version} ({reason})")
+
+
+@command(app, "rollback", "return @champion to the version before it")
+def rollback(
+    reason: Annotated[str, option(metavar="WHY", help=(
+        "why, for the history and the rolled-back version"))],
+    workspace: Workspace = ".",
+) -> None:
+    """Return @champion to the champion before it (again: one further back). The next cycle trains
+    from it."""
+    from registry import history as hist
+
+    ws, p = workspace_params(workspace)
+    with chdir(ws):
+        try:
+            move = hist.rollback(p.registry, reason)
+        except hist.RegistryError as exc:
+            raise SystemExit(f"nightshift rollback: {exc}")
+    print(f"@champion rolled back: version {move.from_version} -> {move.to_version} ({reason}). "
+          "The next cycle trains from version " + move.to_version + ".")
+
+
+@command(app, "generate", "answer a prompt with base + @champion")
+def generate(
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="what the user says")],
+    version: Annotated[str | None, option(metavar="V", help=(
+        "a registered version instead of @champion"))] = None,
+    max_new_tokens: Annotated[int, option(metavar="N", help=(
+        "the most tokens the answer may have (default: 60)"))] = 60,
+    no_system: Annotated[bool, option("--no-system", help="omit the default system prompt")] = False,
+    workspace: Workspace = ".",
+) -> None:
+    """Load the base model and the @champion adapter (or --version) from the registry and answer
+    PROMPT, greedily."""
+    import tempfile
+
+    from pipelines.common import modeling
+    from pipelines.samples.sample_logs import SYSTEM_PROMPT
+    from registry import mlflow_registry as reg
+
+    ws, p = workspace_params(workspace)
+    with chdir(ws), tempfile.TemporaryDirectory() as tmp:
+        if version:
+            source = reg.client(p.registry).get_model_version(p.registry.model_name, version).source
+        else:
+            champion = reg.resolve_alias(p.registry, reg.CHAMPION)
+            if champion is None:
+                raise SystemExit("nightshift generate: no @champion yet; run a cycle first "
+                                 "(`nightshift run` or `nightshift demo`)")
+            version, source = champion.version, champion.source
+        adapter = reg.download_adapter(p.registry, source, Path(tmp) / "adapter")
+        model = modeling.load_with_adapter(p.base_model.model, p.train.quantization, adapter, trainable=False)
+        tokenizer = modeling.load_tokenizer(p.base_model.model)
+        system = None if no_system else SYSTEM_PROMPT
+        answer = modeling.generate(model, tokenizer, prompt, max_new_tokens, system)
+    print(f"[{p.base_model.model} + {p.registry.model_name} version {version}]\n{answer}")
