@@ -7,11 +7,11 @@ call the days after, until the sample's days are used up.
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import chdir
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows import workspace as wsp
 from flows.nightly import nightly
 from pipelines.common import params as params_mod
 from pipelines.samples import sample_logs
@@ -28,13 +28,12 @@ def demo(workspace: str = "demo", cycles: int | None = None) -> list[dict]:
     """Write the sample logs into <workspace>/logs and run the next `cycles` cycles on them."""
     log = get_run_logger()
     ws = Path(workspace).resolve()
-    p = params_mod.load(ws / "params.yaml")
+    p = wsp.load_params(ws)
     logs = ws / p.ingest.url
     sample_logs.generate(logs, dt.date.fromisoformat(p.demo.start_date), p.demo.days,
                          p.demo.records_per_day, p.seed, p.demo.topic_shift)
-    with chdir(ws):
-        pending = [d for d in sample_days(p.demo)
-                   if not reg.find_version_for_cycle(p.registry, d.isoformat())]
+    pending = [d for d in sample_days(p.demo)
+               if not reg.find_version_for_cycle(p.registry, d.isoformat())]
     todo = pending[: cycles if cycles is not None else p.demo.cycles]
     if not todo:
         log.info("all %d sample days have been run; `nightshift demo --fresh` starts over", p.demo.days)

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.tasks import exponential_backoff
 
 from flows import cycle_lock, recovery, tasks
+from flows import workspace as wsp
 from flows.summary import Accounting, AccountingError, Alarms, CycleSummary, accounting, new_examples
 from pipelines.common import params as params_mod
 from pipelines.common import paths
@@ -45,7 +46,7 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
     cycle_lock.CycleRunning. Returns the cycle's summary (reports/summary.json).
     """
     ws = Path(workspace).resolve()
-    p = params_mod.load(ws / "params.yaml")
+    p = wsp.load_params(ws)
     reg.configure_retries(p.registry)
     day = dt.date.fromisoformat(date) if date else p.schedule.yesterday()
     with cycle_lock.hold(ws, day.isoformat()):
@@ -148,7 +149,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
 
 def _already_registered(ws: Path, day: dt.date, p: params_mod.Params, recovered: dict) -> dict | None:
     """The summary of a night the registry already holds (nothing is done again), else None."""
-    existing = reg.find_version_for_cycle(reg.in_workspace(p.registry, ws), day.isoformat())
+    existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if not existing:
         return None
     log = get_run_logger()

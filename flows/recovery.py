@@ -39,7 +39,7 @@ def recover_interrupted(ws: Path, p: params_mod.Params) -> dict:
         log.warning("a killed run left git's %s and no git process is running here; removed it",
                     git_lock)
     finished = history.finish_pending(
-        reg.in_workspace(p.registry, ws),
+        p.registry,
         by=f"nightly flow run {tasks.flow_run_id()}, finishing an interrupted run")
     for f in finished:
         log.warning("version %s (cycle %s) was registered by a run killed before its alias move; "
@@ -64,7 +64,7 @@ def unregistered_night(ws: Path, day: dt.date, p: params_mod.Params) -> str | No
         return None  # not versioned (it failed earlier), or the workspace moved on since
     if wsp.git(ws, "status", "--porcelain").strip():
         return None
-    if reg.find_version_for_cycle(reg.in_workspace(p.registry, ws), last):
+    if reg.find_version_for_cycle(p.registry, last):
         return None
     # The model stages ran and are recorded for exactly these files (a skipped night's are not).
     if json.loads(wsp.dvc(ws, "status", "--json", "--with-deps", "gate") or "{}"):

@@ -4,8 +4,8 @@ the DAG stages, version, register, apply_verdict, model_drift, notify).
 Each task is a thin wrapper: the work is a function of pipelines/ (a stage), registry/ or the
 workspace's dvc and git; the task adds the retry policy and the log lines a person reads in the
 Prefect UI. Paths come from pipelines/common/paths.py, relative to the workspace `ws`; the
-registry is reached with its store made absolute (`reg.in_workspace`), so no task depends on the
-working directory.
+params are the flow's, loaded once with the registry's store made absolute against the workspace
+(flows.workspace.load_params), so no task depends on the working directory.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def ingest(ws: Path, date: dt.date, p: params_mod.Params, source_url: str | None
 @task(name="pin_inputs")
 def pin_inputs(ws: Path, date: dt.date, p: params_mod.Params) -> dict:
     """Put the parent adapter (@champion now) and the replay buffer in place, pinned by DVC."""
-    parent_version = pinning.pin_parent_adapter(reg.in_workspace(p.registry, ws), ws / paths.PARENT_DIR)
+    parent_version = pinning.pin_parent_adapter(p.registry, ws / paths.PARENT_DIR)
     pinning.pin_replay_buffer(date, ws / paths.NEXT_BUFFER, ws / paths.BUFFER)
     wsp.dvc(ws, "add", "-q", str(paths.PARENT_DIR), str(paths.BUFFER))
     get_run_logger().info("training continues from @champion = version %s", parent_version
@@ -131,7 +131,7 @@ def version(ws: Path, date: dt.date, p: params_mod.Params | None = None) -> dict
     A failed push is retried (version.retries, with Prefect's exponential backoff from
     version.retry_backoff_seconds: the flow sets both): it uploads only what is missing.
     """
-    p = p or params_mod.load(ws / "params.yaml")
+    p = p or wsp.load_params(ws)
     attempt, attempts = _attempts(p.version.retries)
     wsp.configure_remote(ws, p.version)
     try:
@@ -167,13 +167,12 @@ def register(ws: Path, date: dt.date, p: params_mod.Params, parent_version: str 
     Not retried as a task (a second attempt could register the candidate twice): each request
     to a tracking server is retried by MLflow's HTTP client instead (registry.retries).
     """
-    registry = reg.in_workspace(p.registry, ws)
     evaluation, verdict = read_json(ws / paths.EVAL_REPORT), read_json(ws / paths.GATE_REPORT)
     tags = lineage.lineage(date.isoformat(), parent_version, versioned, p, flow_run_id(), evaluation,
-                           erasure.inherited(registry, parent_version))
+                           erasure.inherited(p.registry, parent_version))
     reports = [paths.EVAL_REPORT, paths.GATE_REPORT, paths.TRAIN_REPORT, paths.DRIFT_REPORT,
                paths.DRIFT_HTML, paths.VALIDATED_REPORT, paths.snapshot_report(date.isoformat())]
-    result = reg.register(registry, ws / paths.CANDIDATE_DIR, f"cycle-{date.isoformat()}", tags,
+    result = reg.register(p.registry, ws / paths.CANDIDATE_DIR, f"cycle-{date.isoformat()}", tags,
                           lineage.run_metrics(evaluation, read_json(ws / paths.TRAIN_REPORT)),
                           lineage.logged_params(p), [ws / r for r in reports], verdict)
     log = get_run_logger()
@@ -189,7 +188,7 @@ def register(ws: Path, date: dt.date, p: params_mod.Params, parent_version: str 
 def apply_verdict(ws: Path, p: params_mod.Params, registered: dict) -> dict:
     """Move the alias the gate's verdict says (recorded in the history) and mark the version
     finalised; until then it is `pending`, and a run killed here is finished by the next one."""
-    result = history.apply_verdict(reg.in_workspace(p.registry, ws), registered["version"],
+    result = history.apply_verdict(p.registry, registered["version"],
                                    read_json(ws / paths.GATE_REPORT), by=f"nightly flow run {flow_run_id()}")
     get_run_logger().info("version %s: %s", registered["version"], result["reason"])
     return {**registered, **result}
@@ -198,12 +197,11 @@ def apply_verdict(ws: Path, p: params_mod.Params, registered: dict) -> dict:
 @task(name="model_drift")
 def model_drift(ws: Path, date: dt.date, p: params_mod.Params, registered: dict) -> dict:
     """The candidate against the champion and against the metric history; logged to its run."""
-    registry = reg.in_workspace(p.registry, ws)
     outputs = [ws / paths.MODEL_DRIFT_REPORT, ws / paths.MODEL_DRIFT_HTML]
     report = model_drift_stage.run(
         p.model_drift, date.isoformat(), read_json(ws / paths.EVAL_REPORT), registered["version"],
-        reg.metric_history(registry, p.model_drift.trend_history), *outputs)
-    reg.log_reports(registry, registered["run_id"], outputs)
+        reg.metric_history(p.registry, p.model_drift.trend_history), *outputs)
+    reg.log_reports(p.registry, registered["run_id"], outputs)
     if report["alarm"]:
         get_run_logger().warning("model drift: %s", ", ".join(report["alarms"]))
     return report

@@ -142,6 +142,19 @@ def clear_stale_git_lock(ws: Path) -> str | None:
     return str(lock)
 
 
+def load_params(ws: Path):
+    """The workspace's params.yaml, checked, with its registry store made absolute against the
+    workspace (`registry.tracking_uri: sqlite:///mlflow.db`), so that what reads the registry
+    gives the same answer from any working directory. Loaded once per command or flow."""
+    import dataclasses
+
+    from pipelines.common import params as params_mod
+    from registry import mlflow_registry as reg
+
+    p = params_mod.load(ws / "params.yaml")
+    return dataclasses.replace(p, registry=reg.in_workspace(p.registry, ws))
+
+
 def is_workspace(path: Path) -> bool:
     return (path / "params.yaml").exists() and (path / "dvc.yaml").exists()
 

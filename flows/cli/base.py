@@ -80,6 +80,6 @@ def workspace_params(path: str) -> tuple[Path, params_mod.Params]:
     from registry import mlflow_registry as reg
 
     ws = require_workspace(path)
-    p = params_mod.load(ws / "params.yaml")
+    p = wsp.load_params(ws)
     reg.configure_retries(p.registry)  # promote, rollback, status, history ride out a restarting server too
     return ws, p

@@ -1,7 +1,6 @@
 """The registered versions: `status`, `history`, `promote`, `rollback`, `generate`."""
 
 import json
-from contextlib import chdir
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +28,7 @@ def history(
     from registry import history as hist
 
     ws, p = workspace_params(workspace)
-    with chdir(ws):
-        moves = hist.sync(p.registry)
+    moves = hist.sync(p.registry)
     if alias:
         moves = [m for m in moves if m.alias == alias]
     if json_:
@@ -58,11 +56,10 @@ def promote(
     from registry import history as hist
 
     ws, p = workspace_params(workspace)
-    with chdir(ws):
-        try:
-            move = hist.promote(p.registry, version, reason, alias=alias, force=force)
-        except hist.RegistryError as exc:
-            raise SystemExit(f"nightshift promote: {exc}")
+    try:
+        move = hist.promote(p.registry, version, reason, alias=alias, force=force)
+    except hist.RegistryError as exc:
+        raise SystemExit(f"nightshift promote: {exc}")
     if move is None:
         print(f"@{alias} already points to version {version}; nothing changed")
     else:
@@ -80,11 +77,10 @@ def rollback(
     from registry import history as hist
 
     ws, p = workspace_params(workspace)
-    with chdir(ws):
-        try:
-            move = hist.rollback(p.registry, reason)
-        except hist.RegistryError as exc:
-            raise SystemExit(f"nightshift rollback: {exc}")
+    try:
+        move = hist.rollback(p.registry, reason)
+    except hist.RegistryError as exc:
+        raise SystemExit(f"nightshift rollback: {exc}")
     print(f"@champion rolled back: version {move.from_version} -> {move.to_version} ({reason}). "
           "The next cycle trains from version " + move.to_version + ".")
 
@@ -108,7 +104,7 @@ def generate(
     from registry import mlflow_registry as reg
 
     ws, p = workspace_params(workspace)
-    with chdir(ws), tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         if version:
             source = reg.client(p.registry).get_model_version(p.registry.model_name, version).source
         else:

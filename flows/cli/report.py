@@ -1,18 +1,19 @@
 """What the commands print: a cycle's summary, the registry's status, a failed cycle."""
 
 import json
-from contextlib import chdir
 from pathlib import Path
 
+from flows.summary import Accounting, CycleSummary
 from pipelines.common import params as params_mod
+from pipelines.common import paths
 
 
 def fail(ws: Path, exc: Exception, started: float) -> None:
     """A failed cycle: its summary (if it got far enough to write one), what broke; exit 1."""
-    summary_file = ws / "reports/summary.json"
+    summary_file = ws / paths.SUMMARY
     wrote_summary = summary_file.exists() and summary_file.stat().st_mtime >= started
     if wrote_summary:
-        print_summary(json.loads(summary_file.read_text()))
+        print_summary(CycleSummary.load(summary_file))
     raise SystemExit(f"\nnightshift: the cycle failed: {exc}\n"
                      "Nothing was registered; production (@champion) is unchanged. "
                      + (f"The summary is in {summary_file}, the " if wrote_summary else "The ")
@@ -21,70 +22,65 @@ def fail(ws: Path, exc: Exception, started: float) -> None:
                      "never pulled twice.")
 
 
-def print_summary(s: dict) -> None:
-    if s.get("status") == "already_done":
-        print(f"cycle {s['cycle']}: already done (version {s['version']}); nothing changed")
+def print_summary(summary: dict | CycleSummary) -> None:
+    s = summary if isinstance(summary, CycleSummary) else CycleSummary.model_validate(summary)
+    if s.status == "already_done":
+        print(f"cycle {s.cycle}: already done (version {s.version}); nothing changed")
         return
-    if s.get("status") == "finished_interrupted":
-        print(f"cycle {s['cycle']}: version {s['version']} was registered by a run that was "
+    if s.status == "finished_interrupted":
+        print(f"cycle {s.cycle}: version {s.version} was registered by a run that was "
               f"interrupted before its alias move; finished now: "
-              f"{('@' + s['alias']) if s.get('alias') else 'no alias'} ({s['reason']})")
+              f"{('@' + s.alias) if s.alias else 'no alias'} ({s.reason})")
         return
-    acc = s.get("accounting") or {}
-    ev = s.get("eval") or {}
-    tr = s.get("train") or {}
+    acc = s.accounting or Accounting()
+    ev, tr = s.eval or {}, s.train or {}
     fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
-    print(f"\n== nightshift cycle {s['cycle']}: {s['status']} in {s.get('seconds', 0):.0f} s ==")
-    print(f"records   pulled {acc.get('pulled')} = clean {acc.get('clean')} + quarantined "
-          f"{acc.get('quarantined')} + duplicates {acc.get('duplicates')}"
-          + (f" + forgotten {acc['forgotten']}" if acc.get("forgotten") else ""))
-    if s.get("quarantine_reasons"):
+    print(f"\n== nightshift cycle {s.cycle}: {s.status} in {s.seconds or 0:.0f} s ==")
+    print(f"records   pulled {acc.pulled} = clean {acc.clean} + quarantined "
+          f"{acc.quarantined} + duplicates {acc.duplicates}"
+          + (f" + forgotten {acc.forgotten}" if acc.forgotten else ""))
+    if s.quarantine_reasons:
         print(f"          checks failed by quarantined records (one record can fail several): "
-              f"{s['quarantine_reasons']}")
-    redaction = s.get("redaction") or {}
+              f"{s.quarantine_reasons}")
+    redaction = s.redaction or {}
     if redaction.get("replaced") is not None:
         replaced = redaction["replaced"]
         print(f"redacted  {sum(replaced.values())} values as pulled ("
               + (", ".join(f"{k} {v}" for k, v in replaced.items()) or "none") + ")"
               + (f"; not looked for: {', '.join(redaction['entities_not_looked_for'])}"
                  if redaction.get("entities_not_looked_for") else ""))
-    if s.get("status") == "skipped":
-        print(f"skipped   no training tonight: {s['reason']}\n"
-              f"          the data is versioned (git {str(s.get('git_commit'))[:10]}); production "
+    if s.status == "skipped":
+        print(f"skipped   no training tonight: {s.reason}\n"
+              f"          the data is versioned (git {str(s.git_commit)[:10]}); production "
               "(@champion) is unchanged")
         return
     print(f"train     {tr.get('examples')} examples, {tr.get('steps')} steps, loss "
           f"{fmt(tr.get('first_loss'))} -> {fmt(tr.get('final_loss'))}, parent version "
-          f"{s.get('parent_version') or 'none (new adapter)'}")
+          f"{s.parent_version or 'none (new adapter)'}")
     print(f"eval loss candidate {fmt(ev.get('candidate'))}, champion {fmt(ev.get('champion'))}, "
           f"base {fmt(ev.get('base'))} (new data)")
-    for name, losses in (s.get("eval_sets") or {}).items():
+    for name, losses in (s.eval_sets or {}).items():
         if name != "new" and losses.get("candidate") is not None:
             print(f"          {name:<6} candidate {fmt(losses.get('candidate'))}, champion "
                   f"{fmt(losses.get('champion'))}, base {fmt(losses.get('base'))}")
-    drift = s.get("drift") or {}
-    if drift:
-        state = ("ALARM: " + ", ".join(drift["alarms"])) if drift.get("alarm") else (
-            drift.get("note") or "no drift")
-        print(f"drift     {state} ({drift.get('report')})")
-    model_drift = s.get("model_drift") or {}
-    if model_drift:
-        kl = (model_drift.get("divergence") or {}).get("kl_champion_to_candidate")
-        state = ("ALARM: " + ", ".join(model_drift["alarms"])) if model_drift.get("alarm") else "no model drift"
-        print(f"model     {state}; KL from champion {fmt(kl)} ({model_drift.get('report')})")
-    if s.get("status") == "succeeded":
-        print(f"registry  version {s['version']} -> {('@' + s['alias']) if s.get('alias') else 'no alias'}"
-              f": {s['reason']}")
+    if s.drift:
+        state = ("ALARM: " + ", ".join(s.drift.alarms)) if s.drift.alarm else (s.drift.note or "no drift")
+        print(f"drift     {state} ({s.drift.report})")
+    if s.model_drift:
+        kl = (s.model_drift.divergence or {}).get("kl_champion_to_candidate")
+        state = ("ALARM: " + ", ".join(s.model_drift.alarms)) if s.model_drift.alarm else "no model drift"
+        print(f"model     {state}; KL from champion {fmt(kl)} ({s.model_drift.report})")
+    if s.status == "succeeded":
+        print(f"registry  version {s.version} -> {('@' + s.alias) if s.alias else 'no alias'}: {s.reason}")
     else:
-        print(f"error     in {s.get('failed_stage')}: {s.get('error')}")
+        print(f"error     in {s.failed_stage}: {s.error}")
 
 
 def print_status(ws: Path, as_json: bool = False) -> None:
     from registry import mlflow_registry as reg
 
     p = params_mod.load(ws / "params.yaml")
-    with chdir(ws):
-        st = reg.status(p.registry)
+    st = reg.status(reg.in_workspace(p.registry, ws))
     if as_json:
         print(json.dumps(st, indent=2))
         return
