@@ -189,39 +189,8 @@ class _OwnRecognizer(EntityRecognizer):
         pass
 
 
-# Issuer identification number ranges and lengths of the card brands in circulation, from the
-# brands' published ranges (ISO/IEC 7812 registrations as summarised by the brands and by
-# Wikipedia's "Payment card number"): (first digits low, high, lengths).
-CARD_IIN_RANGES = [
-    ("visa", "4", "4", range(13, 20)),
-    ("mastercard", "51", "55", [16]), ("mastercard", "2221", "2720", [16]),
-    ("amex", "34", "34", [15]), ("amex", "37", "37", [15]),
-    ("discover", "6011", "6011", range(16, 20)), ("discover", "644", "649", range(16, 20)),
-    ("discover", "65", "65", range(16, 20)),
-    ("jcb", "3528", "3589", range(15, 20)), ("jcb", "2131", "2131", [15]),
-    ("jcb", "1800", "1800", [15]),
-    ("diners", "300", "305", range(14, 20)), ("diners", "36", "36", range(14, 20)),
-    ("diners", "38", "39", range(14, 20)),
-    ("maestro", "50", "50", range(12, 20)), ("maestro", "56", "69", range(12, 20)),
-    ("unionpay", "62", "62", range(16, 20)), ("unionpay", "81", "81", range(16, 20)),
-    ("rupay", "60", "60", range(16, 20)), ("rupay", "508", "508", range(16, 20)),
-    ("rupay", "82", "82", [16]), ("rupay", "353", "353", [16]), ("rupay", "356", "356", [16]),
-    ("mir", "2200", "2204", range(16, 20)),
-    ("uatp", "1", "1", [15]),
-    ("verve", "506099", "506198", [16, 18, 19]), ("verve", "650002", "650027", [16, 18, 19]),
-    ("troy", "9792", "9792", [16]),
-]
 # Maximal runs of digit groups joined by one space or dash: the candidates a card is cut from.
 CARD_RUN = re.compile(r"(?<![\w+.,/:-])\d+(?:[ -]\d+)*(?![\w]|[.,/:-]\d)")
-
-
-def card_brand(digits: str) -> str | None:
-    """The brand whose IIN range and length fit `digits`, or None."""
-    for brand, low, high, lengths in CARD_IIN_RANGES:
-        head = digits[:len(low)]
-        if len(digits) in lengths and low <= head <= high:
-            return brand
-    return None
 
 
 def card_spans(text: str) -> list[tuple[int, int]]:
@@ -242,7 +211,7 @@ def card_spans(text: str) -> list[tuple[int, int]]:
                     continue
                 if j - i > 1 and (min(lengths[:-1]) < 3 or max(lengths) > 6):
                     continue
-                if card_brand(digits) and residual.luhn_ok(digits):
+                if residual.card_brand(digits) and residual.luhn_ok(digits):
                     found = j
                     spans.append((m.start() + groups[i][0], m.start() + groups[j - 1][1]))
                     break
@@ -251,7 +220,7 @@ def card_spans(text: str) -> list[tuple[int, int]]:
 
 
 class CardNumberRecognizer(_OwnRecognizer):
-    """Payment cards of every brand and length in CARD_IIN_RANGES, checked by Luhn."""
+    """Payment cards of every brand and length in residual.CARD_IIN_RANGES, checked by Luhn."""
 
     def __init__(self, language: str, score: float = 0.9):
         self.score = score

@@ -30,8 +30,8 @@ Fast, and the same as analysing every text with every recognizer:
   the pipes that nothing here reads (the dependency parser): the same entities, in a fraction
   of the time one text at a time takes;
 - records are spread over `workers` processes in chunks; the output is byte-identical whatever
-  the number of workers, and whichever runner (`redact.runner`: this machine's processes, or a
-  local or remote Dask cluster, pipelines/privacy/dask_runner.py).
+  the number of workers, and whichever executor they are mapped over (`redact.runner`: a pool of
+  this machine's processes, or a local or remote Dask cluster: pipelines/privacy/executor.py).
 
     python -m pipelines.privacy.redact IN.jsonl OUT.jsonl [--report report.json]   (= nightshift redact)
 """
@@ -39,15 +39,12 @@ Fast, and the same as analysing every text with every recognizer:
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import itertools
 import json
-import multiprocessing
 import re
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +52,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.common import params as params_mod
+from pipelines.privacy import executor as executor_mod
 from pipelines.privacy import residual, subjects
 from pipelines.common.records import is_invalid, parse_line, write_json
 
@@ -458,51 +456,46 @@ def chunked(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-# The redactor of a worker process: built in the parent before a fork, so workers start warm, or
-# by `_start_worker` in a spawned one.
+# The redactor of this process: built by redact_stream before the workers are forked, so they
+# start warm; by `_start_worker` in a spawned worker; by the first chunk on a Dask worker.
 _WORKER: Redactor | None = None
-_SALT: bytes | None = None
 
 
-def _start_worker(p: params_mod.RedactParams, salt: bytes | None) -> None:
-    global _WORKER, _SALT
-    if _WORKER is None:
-        _WORKER, _SALT = Redactor(p), salt
+def _worker(p: params_mod.RedactParams) -> Redactor:
+    global _WORKER
+    if _WORKER is None or _WORKER.params != p:
+        _WORKER = Redactor(p)
+    return _WORKER
 
 
-def _redact_chunk(lines: list[bytes]) -> Chunk:
-    return _WORKER.redact_lines(lines, _SALT)
+def _start_worker(p: params_mod.RedactParams) -> None:
+    _worker(p)
+
+
+def _redact_chunk(p: params_mod.RedactParams, salt: bytes | None, lines: list[bytes]) -> Chunk:
+    return _worker(p).redact_lines(lines, salt)
 
 
 def redact_stream(p: params_mod.RedactParams, lines: Iterable[bytes],
                   salt: bytes | None = None) -> Iterator[Chunk]:
-    """Redact `lines` chunk by chunk (p.chunk_records each), in order, over p.workers processes
-    (1: this process) or a Dask cluster (p.runner). `lines` is read as the work goes, at most
-    two chunks per worker ahead, so a night of any size needs memory for a few chunks only."""
-    if p.runner == "dask":
-        from pipelines.privacy import dask_runner as redact_dask
-
-        yield from redact_dask.redact_chunks(p, chunked(lines, p.chunk_records), salt)
-        return
-    global _WORKER, _SALT
-    _WORKER, _SALT = Redactor(p), salt
+    """Redact `lines` chunk by chunk (p.chunk_records each), in order, mapped over the executor of
+    p.runner (pipelines/privacy/executor.py: p.workers processes, or a Dask cluster), or in this
+    process with one worker or one chunk. `lines` is read as the work goes, at most two chunks per
+    worker ahead, so a night of any size needs memory for a few chunks only."""
+    global _WORKER
+    if p.runner == "processes":
+        # Built before a line is read, so a setup error reads nothing, and before the workers
+        # are forked, so they start with it.
+        _WORKER = Redactor(p)
     chunks = chunked(lines, p.chunk_records)
     head = list(itertools.islice(chunks, 2))
-    if p.workers <= 1 or len(head) <= 1:
-        yield from map(_redact_chunk, itertools.chain(head, chunks))
+    chunks = itertools.chain(head, chunks)
+    redact_chunk = functools.partial(_redact_chunk, p, salt)
+    if len(head) <= 1 or (p.workers <= 1 and not p.dask_address):
+        yield from map(redact_chunk, chunks)
         return
-    # fork starts workers warm, but is only safe in a process with no other threads (a thread
-    # holding a lock at the fork leaves it locked for ever in the child): inside a Prefect task
-    # the workers are spawned and build their own redactor.
-    method = "fork" if threading.active_count() == 1 else "spawn"
-    with multiprocessing.get_context(method).Pool(p.workers, _start_worker, (p, salt)) as pool:
-        pending: collections.deque = collections.deque()
-        for chunk in itertools.chain(head, chunks):
-            pending.append(pool.apply_async(_redact_chunk, (chunk,)))
-            if len(pending) >= 2 * p.workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    with executor_mod.chunk_executor(p, _start_worker, (p,)) as (executor, workers):
+        yield from executor_mod.map_in_order(executor, redact_chunk, chunks, ahead=2 * workers)
 
 
 def redact_file(p: params_mod.RedactParams, in_path: Path, out_path: Path,
