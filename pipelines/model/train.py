@@ -165,6 +165,15 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
             data_seed=seed, full_determinism=True, use_cpu=not torch.cuda.is_available(),
             bf16=p.quantization != "none", disable_tqdm=True, remove_unused_columns=False,
             ddp_find_unused_parameters=False)  # every LoRA weight takes part in every step
+        # A plain Trainer rather than TRL's SFTTrainer (assistant_only_loss, padding_free): it would
+        # save no code and would change results. The assistant-only labels already come from the
+        # chat template's generation mask (encode_chat, the mask SFTTrainer uses) and packing is
+        # transformers' own collator. As SFTTrainer's source reads, padding_free without its
+        # own packing needs max_length=None and pre-truncated examples, and forbids passing a
+        # collator; it wants a `datasets.Dataset`; it casts the LoRA weights of a 4-bit model to
+        # bf16 (they train in fp32 here, so the adapters would change); it computes entropy and
+        # token accuracy over the full logits at every step and writes a model card into every
+        # checkpoint. And it would be one more pinned dependency.
         trainer = Trainer(model=model, args=args, train_dataset=examples,
                           data_collator=data_collator(p.packing, tokenizer.pad_token_id))
         trainer.remove_callback(PrinterCallback)
@@ -289,7 +298,18 @@ def checkpoint_step(folder: Path) -> int:
 
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """The checkpoints the Trainer finished writing, oldest first."""
+    """The checkpoints the Trainer finished writing, oldest first.
+
+    Not transformers' `get_last_checkpoint` (which `resume_from_checkpoint=True` calls): it returns
+    the highest-numbered checkpoint-N folder whether or not it was finished, and the Trainer writes
+    a checkpoint file by file into its final folder, so a run killed while saving would resume from
+    a folder without its optimizer or RNG state (with checkpoint-2 and -4 marked complete and
+    checkpoint-6 half-written, it returns checkpoint-6); and `resume_from_checkpoint=True` raises
+    when there is none yet, which is every first run. Deleting the unfinished ones first and then
+    asking it would do in one process, but in a distributed launch the other processes look while
+    the main one may still be deleting, before there is a process group to wait on; reading the
+    COMPLETE marks gives every process the same answer whenever it looks.
+    """
     found = [f for f in checkpoint_dir.glob("checkpoint-*")
              if f.name.rsplit("-", 1)[1].isdigit() and (f / CHECKPOINT_COMPLETE).exists()]
     return sorted(found, key=checkpoint_step)
