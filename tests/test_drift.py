@@ -51,4 +51,28 @@ def test_the_stage_writes_json_and_a_readable_html_page(tmp_path, params, monkey
     assert json.loads((tmp_path / "drift.json").read_text())["alarm"] is True == report["alarm"]
     page = (tmp_path / "drift.html").read_text()
     assert "DRIFT" in page and "Topic mix" in page and "technical" in page
+    assert page.count('<img src="data:image/png;base64,') == 2  # the plots, inline
     assert (tmp_path / ".cache/embeddings/all-MiniLM-L6-v2.npz").exists()  # cached for next time
+
+
+def test_the_page_escapes_text_and_shows_alarms_and_plots(tmp_path):
+    import numpy as np
+
+    report = {"reference_records": 40, "current_records": 50, "alarm": True,
+              "alarms": ["embedding", "topic_mix"],
+              "embedding": {"mmd2": 0.0123, "p_value": 0.005, "alpha": 0.01, "samples": [40, 50]},
+              "length_psi": 0.0456, "oov_rate": 0.0789, "topic_tvd": 0.75,
+              "topic_mix": {"reference": {"billing": 1.0},
+                            "current": {"<script>alert(1)</script>": 0.75, "billing $5": 0.25}}}
+    rng = np.random.default_rng(0)
+    samples = {"reference_lengths": rng.integers(10, 200, 40), "current_lengths": rng.integers(10, 400, 50),
+               "null": rng.normal(0, 0.002, 200)}
+    page = drift.render_html(report, "2026-01-06", samples)
+    assert "Input drift, cycle 2026-01-06: DRIFT: embedding, topic_mix" in page
+    assert page.count(">ALARM<") == 2 and "p = 0.005" in page and "0.0456" in page and "7.9%" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "billing $5" in page and "75%" in page
+    assert page.count('<img src="data:image/png;base64,') == 2
+    drift.write_plot_data(tmp_path / "lengths.csv", samples)  # for `dvc plots`
+    lines = (tmp_path / "lengths.csv").read_text().splitlines()
+    assert lines[0] == "length,reference,batch" and len(lines) == 31

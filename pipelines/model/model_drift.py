@@ -1,6 +1,8 @@
 """model_drift: how the model itself moves from version to version.
 
-Two views, written for every cycle to reports/model_drift.json and reports/model_drift.html:
+Two views, written for every cycle to reports/model_drift.json and reports/model_drift.html (a
+page with a chart per tracked metric), the metric trend also to reports/model_drift.csv for
+`dvc plots` (dvc.yaml):
 
 - output divergence of the candidate from the champion (measured by evaluate): the mean KL of
   their next-token distributions on the new and golden sets, and how often their greedy answers
@@ -17,9 +19,13 @@ report to the version's MLflow run.
 
 from __future__ import annotations
 
-import html
+import csv
+from pathlib import Path
+
+from markupsafe import Markup
 
 from pipelines.common import params as params_mod
+from pipelines.common import report as html_report
 from pipelines.common.metrics import metric
 from pipelines.common.records import write_json
 
@@ -45,7 +51,8 @@ def trend(p: params_mod.ModelDriftParams, history: list[dict], candidate: dict) 
 
 def run(p: params_mod.ModelDriftParams, cycle: str, evaluation: dict, version: str,
         history: list[dict], out_json, out_html) -> dict:
-    """Build the model-drift report of one cycle.
+    """Build the model-drift report of one cycle; write it as JSON and HTML, and its metric trend
+    as CSV beside the JSON (reports/model_drift.csv, charted by `dvc plots`: dvc.yaml).
 
     Args:
         p: the `model_drift` section of params.yaml.
@@ -64,53 +71,78 @@ def run(p: params_mod.ModelDriftParams, cycle: str, evaluation: dict, version: s
         alarms.append("output_divergence")
     alarms += [f"trend:{name}" for name, t in trends.items() if t["alarm"]]
     report = {"cycle": cycle, "version": version, "divergence": divergence,
-              "max_output_kl": p.max_output_kl, "trends": trends, "alarm": bool(alarms),
-              "alarms": alarms}
+              "max_output_kl": p.max_output_kl, "max_trend_increase": p.max_trend_increase,
+              "trends": trends, "alarm": bool(alarms), "alarms": alarms}
     write_json(out_json, report)
     out_html.write_text(render_html(report))
+    write_trend_csv(Path(out_json).with_suffix(".csv"), report)
     return report
 
 
-def sparkline(values: list[float], width: int = 240, height: int = 48) -> str:
-    """An inline SVG line through `values` (the last point, the candidate, drawn larger)."""
-    if not values:
-        return ""
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    step = width / max(len(values) - 1, 1)
-    xy = [(i * step, height - 4 - (v - lo) / span * (height - 8)) for i, v in enumerate(values)]
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-    x, y = xy[-1]
-    return (f"<svg width='{width + 8}' height='{height}'><polyline points='{line}' fill='none' "
-            f"stroke='#36c' stroke-width='2'/><circle cx='{x:.1f}' cy='{y:.1f}' r='4' fill='#c33'/></svg>")
+def series(report: dict, name: str) -> list[tuple[str, float]]:
+    """(version, value) of metric `name` over the passed versions, the candidate last."""
+    t = report["trends"][name]
+    points = [(pt["version"], pt["value"]) for pt in t["points"]]
+    return points + ([(report["version"], t["candidate"])] if t["candidate"] is not None else [])
+
+
+def write_trend_csv(path: Path, report: dict) -> None:
+    """One row per version (the candidate last), one column per trend metric with `.` written `_`
+    (Vega, which draws `dvc plots`, reads a dot in a field name as a nested field)."""
+    names = list(report["trends"])
+    rows: dict[str, dict] = {}
+    for name in names:
+        for v, value in series(report, name):
+            rows.setdefault(v, {"version": int(v)})[name.replace(".", "_")] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["version"] + [n.replace(".", "_") for n in names])
+        writer.writeheader()
+        writer.writerows(sorted(rows.values(), key=lambda r: r["version"]))
+
+
+def trend_figure(report: dict) -> Markup | None:
+    """One line chart per trend metric over the passed versions: the candidate a red (alarm) or
+    blue dot, the trend alarm's threshold a dashed line where there is a reference version. None
+    before there are passed versions to compare with."""
+    names = [n for n in report["trends"] if len(series(report, n)) > 1]
+    if not names:
+        return None
+    cols = min(len(names), 2)
+    rows = -(-len(names) // cols)
+    fig = html_report.figure(5 * cols, 2.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        t = report["trends"][name]
+        points = series(report, name)
+        x = [int(v) for v, _ in points]
+        ax.plot(x, [value for _, value in points], marker="o", ms=3, color="#36c")
+        if t["candidate"] is not None:
+            ax.plot(x[-1], t["candidate"], "o", ms=8, color="#c33" if t["alarm"] else "#36c",
+                    label=f"candidate (version {report['version']})")
+        if t["reference"] is not None:
+            ref = t["reference"]["value"]
+            limit = ref + abs(ref) * report["max_trend_increase"]  # where `trend` raises the alarm
+            ax.axhline(limit, color="#c33", ls="--", lw=1,
+                       label=f"alarm above (version {t['reference']['version']} + "
+                             f"{report['max_trend_increase']:.0%})")
+        ax.set(title=html_report.label(name), xlabel="version")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="small")
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    return html_report.img(fig, "tracked metrics over the passed versions, the candidate last")
 
 
 def render_html(report: dict) -> str:
     """A page a person reads: the divergence, then one line chart per metric over versions."""
-    d = report.get("divergence") or {}
-    kl = d.get("kl_champion_to_candidate")
-    divergence = (f"<p>No champion to compare with: the first adapter.</p>" if not d else
-                  f"<table><tr><td>KL(champion &#8214; candidate), per answer token</td>"
-                  f"<td class='{'bad' if 'output_divergence' in report['alarms'] else 'ok'}'>{kl}</td>"
-                  f"<td>alarm above {report['max_output_kl']}</td></tr>"
-                  f"<tr><td>Greedy answers to golden prompts that are identical</td>"
-                  f"<td>{d.get('generation_agreement')}</td><td></td></tr></table>")
-    rows = []
+    trends = []
     for name, t in report["trends"].items():
-        values = [pt["value"] for pt in t["points"]] + ([t["candidate"]] if t["candidate"] is not None else [])
         versions = [pt["version"] for pt in t["points"]] + [report["version"]]
         change = "" if t["change"] is None else f"{t['change']:+.1%} vs version {t['reference']['version']}"
-        rows.append(f"<tr class='{'bad' if t['alarm'] else 'ok'}'><td>{html.escape(name)}</td>"
-                    f"<td>{sparkline(values)}</td><td>{t['candidate']}</td><td>{html.escape(change)}</td>"
-                    f"<td>{html.escape(', '.join(versions[-8:]))}</td><td>{'ALARM' if t['alarm'] else 'ok'}</td></tr>")
+        trends.append({"name": name, "candidate": t["candidate"], "change": change,
+                       "versions": ", ".join(versions[-8:]), "alarm": t["alarm"]})
     verdict = ("DRIFT: " + ", ".join(report["alarms"])) if report["alarm"] else "no model drift"
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>nightshift model drift {html.escape(report['cycle'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}td,th{{padding:.3em .8em;text-align:left}}
-tr.bad,td.bad{{background:#fdd}}tr.ok,td.ok{{background:#efe}}</style></head><body>
-<h1>Model drift, cycle {html.escape(report['cycle'])} (version {html.escape(report['version'])}): {html.escape(verdict)}</h1>
-<h2>Candidate against champion</h2>{divergence}
-<h2>Metrics over passed versions (red dot: this candidate)</h2>
-<table><tr><th>metric</th><th>trend</th><th>candidate</th><th>change</th><th>versions</th><th></th></tr>
-{''.join(rows)}</table></body></html>
-"""
+    return html_report.render("model_drift.html.j2", report=report, verdict=verdict,
+                              divergence=report.get("divergence") or {}, trends=trends,
+                              figure=trend_figure(report))
