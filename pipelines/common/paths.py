@@ -24,6 +24,7 @@ NEXT_BUFFER = DATASET / "buffer.jsonl"          # the buffer grown by this cycle
 # drift
 DRIFT_REPORT = Path("reports/drift.json")
 DRIFT_HTML = Path("reports/drift.html")
+DRIFT_LENGTHS = Path("reports/drift_lengths.csv")  # for `dvc plots`
 # train, evaluate, gate
 CANDIDATE_DIR = Path("models/candidate")
 TRAIN_REPORT = Path("reports/train.json")
@@ -32,6 +33,7 @@ GATE_REPORT = Path("reports/gate.json")
 # model_drift (after register)
 MODEL_DRIFT_REPORT = Path("reports/model_drift.json")
 MODEL_DRIFT_HTML = Path("reports/model_drift.html")
+MODEL_DRIFT_CSV = Path("reports/model_drift.csv")  # for `dvc plots`
 # the nightly flow's summary of each cycle
 SUMMARY = Path("reports/summary.json")
 CYCLES = Path("reports/cycles")
