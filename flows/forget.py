@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable
-from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -316,7 +315,7 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
 
     if not (user_id or match):
         raise ForgetError("name who to forget: --user-id ID or --match TEXT")
-    p = params_mod.load(ws / "params.yaml")
+    p = wsp.load_params(ws)
     hashes = subjects.match_subjects(subjects.load_salt(ws / subjects.SALT_FILE), user_id=user_id,
                                      text=match)
     if not hashes:
@@ -350,9 +349,8 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
             if removed:
                 wsp.dvc(ws, "push", "-q", "-r", p.version.remote)
 
-            with chdir(ws):  # the registry's relative sqlite store resolves against it
-                tagged = erasure.tag_erased_versions(
-                    p.registry, lambda commit: learned_from(ws, store, commit, set(erased)), note)
+            tagged = erasure.tag_erased_versions(
+                p.registry, lambda commit: learned_from(ws, store, commit, set(erased)), note)
 
             tombstone = {"subjects": sorted(hashes), "date": today.isoformat(),
                          "reason": redacted,

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
+from flows import workspace as wsp
 from flows.summary import Accounting, CycleSummary
-from pipelines.common import params as params_mod
 from pipelines.common import paths
 
 
@@ -79,8 +79,7 @@ def print_summary(summary: dict | CycleSummary) -> None:
 def print_status(ws: Path, as_json: bool = False) -> None:
     from registry import mlflow_registry as reg
 
-    p = params_mod.load(ws / "params.yaml")
-    st = reg.status(reg.in_workspace(p.registry, ws))
+    st = reg.status(wsp.load_params(ws).registry)
     if as_json:
         print(json.dumps(st, indent=2))
         return
