@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.data import drift
-
 from pipelines.common import params as params_mod
-
+from pipelines.data import drift
 from pipelines.samples import sample_logs
 
 ROOT = Path(__file__).resolve().parent.parent

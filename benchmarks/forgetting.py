@@ -43,13 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.model import base_model as base_model_stage
-from pipelines.data import dataset
 from pipelines.common import modeling
-from pipelines.samples import sample_logs
-from pipelines.model import train
 from pipelines.common import params as params_mod
 from pipelines.common.records import read_jsonl, write_jsonl
+from pipelines.data import dataset
+from pipelines.model import base_model as base_model_stage
+from pipelines.model import train
+from pipelines.samples import sample_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR_EVAL = ROOT / "data/anchor/anchor.jsonl"

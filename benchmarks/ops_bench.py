@@ -186,10 +186,10 @@ def bench_stages(args) -> dict:
     use the tiny default architecture (a quickly pre-trained one: the same shape, so the same
     tokens/s) and run up to --train-up-to; above it they are extrapolated from tokens.
     """
-    from pipelines.model import base_model, evaluate, train
-    from pipelines.data import dataset, drift, ingest, validate
     from pipelines.common import params as params_mod
     from pipelines.common.records import read_jsonl, write_jsonl
+    from pipelines.data import dataset, drift, ingest, validate
+    from pipelines.model import base_model, evaluate, train
 
     p = params_mod.load(ROOT / "params.yaml")
     root = args.workspace / "stages"

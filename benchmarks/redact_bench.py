@@ -34,8 +34,9 @@ from pathlib import Path
 
 import pipelines  # noqa: F401  (offline and telemetry defaults)
 from pipelines.common import params as params_mod
+from pipelines.privacy import names as redact_names
+from pipelines.privacy import redact
 from pipelines.samples import pii_testset
-from pipelines.privacy import redact, names as redact_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

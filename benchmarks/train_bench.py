@@ -162,11 +162,15 @@ def train_once(path: str, p, model_dir: Path, examples: list[dict], warmup_steps
     """Train with the project's path (`path="project"`) or the plain default (`"default"`)."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import (DataCollatorForSeq2Seq, PreTrainedTokenizerFast, PrinterCallback,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        PreTrainedTokenizerFast,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+    )
 
     from pipelines.common import modeling
-
     from pipelines.model import train
 
     modeling.set_determinism(seed)

@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(config, items):
 
 def write_training_records(path: Path, seed: int, day: str, count: int = 48) -> Path:
     """`count` sample support dialogues of one day, the six topics in turn: a training file."""
-    from pipelines.samples import sample_logs
     from pipelines.common.records import write_jsonl
+    from pipelines.samples import sample_logs
 
     rng = random.Random(seed)
     write_jsonl(path, [sample_logs.make_record(rng, dt.date.fromisoformat(day), i,

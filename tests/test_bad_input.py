@@ -11,8 +11,8 @@ from contextlib import chdir
 import pytest
 
 from flows.summary import accounting
-from pipelines.data import dataset, ingest, validate
 from pipelines.common.params import IngestParams
+from pipelines.data import dataset, ingest, validate
 
 DAY = dt.date(2026, 1, 5)
 WORDS = ("order refund invoice password shipping discount parcel courier address basket voucher "

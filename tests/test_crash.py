@@ -25,8 +25,8 @@ import yaml
 
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
-from pipelines.samples import sample_logs
 from pipelines.model import train as train_stage
+from pipelines.samples import sample_logs
 from registry import history
 from registry import mlflow_registry as reg
 from tests.conftest import write_tiny_params

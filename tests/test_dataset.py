@@ -2,11 +2,10 @@ import json
 
 import pytest
 
-from pipelines.data import dataset
-
-from pipelines.model import evaluate
 from pipelines.common import params as params_mod
 from pipelines.common.records import read_jsonl, write_jsonl
+from pipelines.data import dataset
+from pipelines.model import evaluate
 
 
 def rec(i, text=None):

@@ -7,7 +7,6 @@ import random
 import pytest
 
 from pipelines.data import drift
-
 from pipelines.samples import sample_logs
 
 

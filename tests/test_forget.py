@@ -19,8 +19,8 @@ import pytest
 from flows import forget as forget_mod
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
-from pipelines.samples import sample_logs
 from pipelines.privacy import subjects
+from pipelines.samples import sample_logs
 from tests.conftest import write_tiny_params
 from tests.test_s3_remote import aws_env, s3_endpoint, s3_workspace  # noqa: F401  (fixtures: moto's S3 server)
 

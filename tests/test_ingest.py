@@ -3,13 +3,11 @@ import json
 
 import pytest
 
-from pipelines.data import ingest
-
-from pipelines.privacy import redact
-
-from pipelines.samples import sample_logs
 from pipelines.common.params import IngestParams
 from pipelines.common.records import parse_line
+from pipelines.data import ingest
+from pipelines.privacy import redact
+from pipelines.samples import sample_logs
 
 DAY1, DAY2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
 
@@ -311,8 +309,8 @@ def test_out_of_order_timestamps_across_files_skip_nothing_and_pull_nothing_twic
 
 
 def test_duplicate_ids_in_the_source_are_pulled_and_counted_as_duplicates(tmp_path, params):
-    from pipelines.data import dataset
     from pipelines.common.records import parse_line, write_jsonl
+    from pipelines.data import dataset
 
     folder = tmp_path / "logs"
     write_lines(folder / "log.jsonl", [chat(i, f"2026-01-05T10:{i:02d}:00Z") for i in range(10)]

@@ -27,8 +27,9 @@ def prefect_api():
 @pytest.fixture(scope="module")
 def two_cycles(tmp_path_factory, prefect_api):
     """A workspace that has run two nightly cycles on the sample logs."""
-    from flows.nightly import nightly
     import datetime as dt
+
+    from flows.nightly import nightly
 
     ws = wsp.init(tmp_path_factory.mktemp("ws") / "workspace")
     # 40 records a night leave under 30 in the replay buffer once thumbs-down answers and

@@ -5,9 +5,8 @@ import dataclasses
 
 import pytest
 
-from pipelines.samples import no_pii_testset
-
 from pipelines.privacy import redact
+from pipelines.samples import no_pii_testset
 
 KINDS = {"code", "stack_trace", "config", "versions", "analogy", "prose", "log"}
 MAX_ALTERED = 0.02   # issue 12: at most 2% of records without personal data altered or quarantined

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.samples import pii_testset
-
 from pipelines.privacy import redact
+from pipelines.samples import pii_testset
 
 ROOT = Path(__file__).resolve().parent.parent
 

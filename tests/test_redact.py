@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipelines.privacy import redact
 from pipelines.common.records import parse_line
+from pipelines.privacy import redact
 
 
 @pytest.fixture(scope="module")

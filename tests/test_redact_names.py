@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from pipelines.privacy import redact, names as redact_names
+from pipelines.privacy import names as redact_names
+from pipelines.privacy import redact
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data import dataset
 from pipelines.common import params as params_mod
 from pipelines.common.records import content_hash, read_jsonl, write_jsonl
+from pipelines.data import dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR_EVAL = ROOT / "data/anchor/anchor.jsonl"

@@ -14,8 +14,8 @@ import pytest
 from prefect.states import Failed
 
 from flows import tasks
-from pipelines.data import ingest as ingest_stage
 from pipelines.common import params as params_mod
+from pipelines.data import ingest as ingest_stage
 from registry import mlflow_registry as reg
 from tests.conftest import free_port
 

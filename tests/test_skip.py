@@ -9,8 +9,8 @@ from contextlib import chdir
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows import workspace as wsp
 from flows import notify as notify_stage
+from flows import workspace as wsp
 from pipelines.common import params as params_mod
 from pipelines.samples import sample_logs
 from registry import mlflow_registry as reg

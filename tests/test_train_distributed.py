@@ -14,9 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from pipelines.common import params as params_mod
-from pipelines.samples import sample_logs
-from pipelines.model import train
 from pipelines.common.records import write_jsonl
+from pipelines.model import train
+from pipelines.samples import sample_logs
 from tests.conftest import ROOT, write_tiny_params
 
 EXAMPLES, EPOCHS = 32, 3  # 4 steps an epoch at the global batch of 8: 12 steps

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from pipelines.common import params as params_mod
-from pipelines.data import validate
 from pipelines.common.records import parse_line, write_jsonl
+from pipelines.data import validate
 from tests.conftest import ROOT
 
 CYCLE = "2026-01-05"

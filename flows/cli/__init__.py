@@ -3,13 +3,15 @@
 The app and the options its commands share are in flows/cli/base.py; the commands, in the order
 `nightshift --help` lists them, in cycles.py, models.py and data.py; what they print in report.py."""
 
-import pipelines  # noqa: F401  (sets the offline and telemetry defaults first)
 import typer
 from typer.main import get_command
 
-from flows.cli import cycles  # noqa: F401, I001  (adds the commands, in the order --help lists them)
-from flows.cli import models  # noqa: F401
-from flows.cli import data  # noqa: F401
+import pipelines  # noqa: F401  (sets the offline and telemetry defaults first)
+from flows.cli import (
+    cycles,  # noqa: F401, I001  (adds the commands, in the order --help lists them)
+    data,  # noqa: F401
+    models,  # noqa: F401
+)
 from flows.cli.base import app
 from pipelines.common import params as params_mod
 

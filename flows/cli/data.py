@@ -7,8 +7,16 @@ from typing import Annotated
 import typer
 
 from flows import workspace as wsp
-from flows.cli.base import (Workspace, add_group, app, command, group, option, require_workspace,
-                           workspace_params)
+from flows.cli.base import (
+    Workspace,
+    add_group,
+    app,
+    command,
+    group,
+    option,
+    require_workspace,
+    workspace_params,
+)
 from pipelines.common import params as params_mod
 
 

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.base import (Alias, Json, Workspace, app, command, option, require_workspace,
-                           workspace_params)
+from flows.cli.base import Alias, Json, Workspace, app, command, option, require_workspace, workspace_params
 from flows.cli.report import print_status
 
 

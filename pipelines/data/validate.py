@@ -32,8 +32,15 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.common import params as params_mod
-from pipelines.common.records import parse_timestamp
-from pipelines.common.records import ROLES, content_hash, is_invalid, read_jsonl, write_json, write_jsonl
+from pipelines.common.records import (
+    ROLES,
+    content_hash,
+    is_invalid,
+    parse_timestamp,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 
 SUITE_DIR = Path(__file__).resolve().parents[2] / "validation" / "expectations"
 ROW_SUITE = "records_row_level"

@@ -137,8 +137,14 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         or None, "divergence": {...} or None}; each model's entry has one score dict per set and
         "generations" with the behaviour checks.
     """
-    from pipelines.common.modeling import (encode_chat, is_adapter, load_adapters, load_tokenizer,
-                                    output_divergence, set_determinism)
+    from pipelines.common.modeling import (
+        encode_chat,
+        is_adapter,
+        load_adapters,
+        load_tokenizer,
+        output_divergence,
+        set_determinism,
+    )
 
     set_determinism(seed)
     tokenizer = load_tokenizer(base_model)

@@ -139,7 +139,13 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from pipelines.common.modeling import data_collator, encode_chat, is_adapter, load_tokenizer, set_determinism
+    from pipelines.common.modeling import (
+        data_collator,
+        encode_chat,
+        is_adapter,
+        load_tokenizer,
+        set_determinism,
+    )
 
     started = time.time()
     set_determinism(seed)

@@ -45,7 +45,6 @@ import unicodedata
 from pathlib import Path
 
 from presidio_analyzer import LocalRecognizer, RecognizerResult
-
 from spacy.lang.en.stop_words import STOP_WORDS
 
 NAME_SCORE = 0.85  # as Presidio's NER recognizers score a span: above any useful threshold

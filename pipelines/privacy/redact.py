@@ -52,9 +52,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.common import params as params_mod
+from pipelines.common.records import is_invalid, parse_line, write_json
 from pipelines.privacy import executor as executor_mod
 from pipelines.privacy import residual, subjects
-from pipelines.common.records import is_invalid, parse_line, write_json
 
 # Entity types only an NER model finds; listed in the report when none is configured.
 NER_ENTITIES = ["PERSON", "LOCATION", "NRP", "ORGANIZATION"]

@@ -164,8 +164,8 @@ def add_to_golden(p: params_mod.Params, new_records: Path, golden: Path, out_dir
     Nothing is added unless every record passes validation: a golden set is curated, so a bad
     record is an error to fix, not something to quarantine. Returns {"added", "already_there"}.
     """
-    from pipelines.privacy import redact
     from pipelines.data import validate
+    from pipelines.privacy import redact
 
     redacted = out_dir / "redacted.jsonl"
     redact.redact_file(p.redact, new_records, redacted, salt=salt)
