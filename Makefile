@@ -5,10 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-ner.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install services demo test lock clean help
+.PHONY: install services demo test test-fast lock clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock requirements-ner.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,11 @@ demo: $(STAMP)  ## run the bundled sample through nightly cycles (in ./demo)
 services:  ## install PostgreSQL 15 and headless Chromium (Debian packages) for the tests
 	@scripts/services.sh
 
-test: $(STAMP) services  ## install what the tests need, then run the test suite
+test: $(STAMP) services  ## install what the tests need, then run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the tests that need no server and no full cycle: a few minutes, for a change to one stage
+	$(BIN)/python -m pytest -m "not slow and not server and not gpu"
 
 lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -53,8 +53,18 @@ def write_tiny_params(path: Path, **overrides) -> Path:
     return path
 
 
+# Fixtures that start a server (PostgreSQL, MLflow, moto's S3, a Prefect API, a browser): the
+# tests using one are marked `server`, and `make test-fast` leaves them out.
+SERVER_FIXTURES = {"postgres_server", "postgres_url", "mlflow_server", "mlflow_backend_store",
+                   "s3_endpoint", "prefect_api", "prefect_server", "browser"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` need CUDA: skipped, with the reason, on a machine without it."""
+    """Tests using a server fixture are marked `server`. Tests marked `gpu` need CUDA: skipped,
+    with the reason, on a machine without it."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return
