@@ -16,7 +16,7 @@ Sources (ingest.url in params.yaml):
     OpenAI-style fine-tuning files)
   - any SQLAlchemy URL (sqlite:///..., postgresql://...) with a table holding `id`, `timestamp`
     and either a `record` column of JSON text or the record's fields as columns; it is read in
-    chunks of source.chunk_rows rows
+    chunks of ingest.chunk_rows rows
 
 The rules that keep the watermark honest:
   - All or nothing. A source that fails, vanishes or is truncated while being read leaves no
@@ -288,7 +288,7 @@ def run(source: params_mod.IngestParams, redact: params_mod.RedactParams, date: 
     """Pull one cycle's records, redact them as they come, and pin them as the cycle's snapshot.
 
     Args:
-        source: where the log lives (params.yaml `source`).
+        source: where the log lives (params.yaml `ingest`: url, table, chunk_rows).
         redact: how to redact (params.yaml `redact`).
         date: the day whose interactions this cycle learns from.
         salt_file, tombstones_file: the workspace's subject salt and `nightshift forget`'s
@@ -296,7 +296,7 @@ def run(source: params_mod.IngestParams, redact: params_mod.RedactParams, date: 
         now: the present (default: the clock); nothing stamped later is pulled.
         timezone: the IANA time zone whose midnight ends `date` (params.yaml schedule.timezone,
             the clock a scheduled run names its night by).
-        log: receives a progress line every source.chunk_rows records.
+        log: receives a progress line every ingest.chunk_rows records.
     Returns:
         metrics: records pulled (= in the snapshot + forgotten), snapshot path, watermark before
         and after, reused or not, records left in the source because they are stamped in the

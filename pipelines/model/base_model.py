@@ -4,7 +4,7 @@ So the whole cycle runs offline on a CPU and its loss curves mean something, nig
 own base model: a byte-level BPE tokenizer (the `tokenizers` library) with a chat template, and a
 small Llama-architecture model pre-trained on generated support dialogues plus the general text in
 data/corpus/. The result is an ordinary transformers folder: AutoModelForCausalLM and AutoTokenizer
-load it like any hub model. When `base.model` names another model this stage still builds the
+load it like any hub model. When `base_model.model` names another model this stage still builds the
 tiny one (it is cheap), and train uses the named one.
 
     python -m pipelines.model.base_model models/base
@@ -65,7 +65,7 @@ def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Pat
     """Build, pre-train and save the tiny base model.
 
     Args:
-        p: the `base` section of params.yaml (shape and pre-training budget).
+        p: the `base_model` section of params.yaml (shape and pre-training budget).
         seed: the global seed.
         out_dir: where the model and tokenizer are saved (models/base).
     Returns:

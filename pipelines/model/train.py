@@ -124,7 +124,7 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
 
     Args:
         p: the `train` section of params.yaml.
-        base_model: `base.model` (hub id or path).
+        base_model: `base_model.model` (hub id or path).
         seed: the global seed; training is deterministic on the CPU for a given seed.
         parent: folder of the adapter to continue from (no adapter_config.json: start fresh).
         train_file: data/dataset/train.jsonl.
