@@ -65,3 +65,16 @@ def test_an_import_circle_between_modules_is_reported(tmp_path):
 
     assert result.returncode != 0
     assert "No cycles are allowed in pipelines.privacy" in result.stdout
+
+
+def test_a_helper_importing_a_stage_breaks_the_helpers_contracts(tmp_path):
+    root = copy_tree(tmp_path)
+    records = root / "pipelines/common/records.py"
+    records.write_text(records.read_text() + "\n\ndef _late():\n    from pipelines.data import ingest  # noqa\n")
+
+    result = lint_imports(root)
+
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    assert "Helpers serve the stages and never import them BROKEN" in out
+    assert "The common helpers are the bottom layer: they import no other part of the project BROKEN" in out

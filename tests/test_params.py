@@ -134,6 +134,13 @@ def test_a_section_of_an_older_params_yaml_says_where_its_keys_went(tmp_path, ol
         load_raw(tmp_path, raw)
 
 
+def test_a_model_drift_key_left_in_drift_says_where_it_went(tmp_path):
+    raw = project_params()
+    raw["drift"]["max_output_kl"] = 0.5
+    with pytest.raises(params_mod.ParamsError, match="drift.max_output_kl is now model_drift.max_output_kl"):
+        load_raw(tmp_path, raw)
+
+
 def test_replacing_a_value_is_checked_like_loading_it(params):
     """Sections are validated on every construction: dataclasses.replace included."""
     import dataclasses

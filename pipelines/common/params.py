@@ -356,11 +356,16 @@ RENAMED = {"base": "base_model", "source": "ingest (url, table, chunk_rows)",
                       "version.retries / version.retry_backoff_seconds (dvc push)"}
 
 
+MODEL_DRIFT_KEYS = ("max_output_kl", "trend_metrics", "trend_window", "max_trend_increase", "trend_history")
+
+
 def parse(raw: dict) -> Params:
     """Check a params.yaml already read into a dict. Raises ParamsError naming the keys."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml must be a mapping, got {type(raw).__name__}")
     moved = [f"{old} is now {new}" for old, new in RENAMED.items() if old in raw]
+    moved += [f"drift.{key} is now model_drift.{key}" for key in MODEL_DRIFT_KEYS
+              if isinstance(raw.get("drift"), dict) and key in raw["drift"]]
     if moved:
         raise ParamsError("params.yaml has sections of an older nightshift: " + "; ".join(moved)
                           + " (see the project's params.yaml)")
