@@ -155,6 +155,13 @@ def load_params(ws: Path):
     return dataclasses.replace(p, registry=reg.in_workspace(p.registry, ws))
 
 
+def model_path(ws: Path, model: str) -> str:
+    """`base_model.model` as a process outside the workspace loads it: a local folder (the tiny
+    default, models/base) made absolute against the workspace; a hub id as it is."""
+    local = ws / model
+    return str(local.resolve()) if local.exists() else model
+
+
 def is_workspace(path: Path) -> bool:
     return (path / "params.yaml").exists() and (path / "dvc.yaml").exists()
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from flows import workspace as wsp
 from flows.cli.base import Alias, Json, Workspace, app, command, option, require_workspace, workspace_params
 from flows.cli.report import print_status
 
@@ -113,8 +114,9 @@ def generate(
                                  "(`nightshift run` or `nightshift demo`)")
             version, source = champion.version, champion.source
         adapter = reg.download_adapter(p.registry, source, Path(tmp) / "adapter")
-        model = modeling.load_with_adapter(p.base_model.model, p.train.quantization, adapter, trainable=False)
-        tokenizer = modeling.load_tokenizer(p.base_model.model)
+        base = wsp.model_path(ws, p.base_model.model)
+        model = modeling.load_with_adapter(base, p.train.quantization, adapter, trainable=False)
+        tokenizer = modeling.load_tokenizer(base)
         system = None if no_system else SYSTEM_PROMPT
         answer = modeling.generate(model, tokenizer, prompt, max_new_tokens, system)
     print(f"[{p.base_model.model} + {p.registry.model_name} version {version}]\n{answer}")
