@@ -19,7 +19,7 @@ def evaluation(loss: float, kl: float | None) -> dict:
 
 
 def test_a_creeping_metric_and_a_large_divergence_raise_alarms_shown_with_a_chart(tmp_path, params):
-    p = params.drift
+    p = params.model_drift
     report = model_drift.run(p, "2026-01-09", evaluation(2.0, p.max_output_kl * 2), "9",
                              history([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]),
                              tmp_path / "model_drift.json", tmp_path / "model_drift.html")
@@ -38,7 +38,7 @@ def test_a_creeping_metric_and_a_large_divergence_raise_alarms_shown_with_a_char
 
 
 def test_the_first_adapter_has_no_champion_and_no_chart(tmp_path, params):
-    report = model_drift.run(params.drift, "2026-01-05", evaluation(2.0, None), "1", [],
+    report = model_drift.run(params.model_drift, "2026-01-05", evaluation(2.0, None), "1", [],
                              tmp_path / "model_drift.json", tmp_path / "model_drift.html")
     assert not report["alarm"]
     page = (tmp_path / "model_drift.html").read_text()

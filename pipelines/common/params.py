@@ -283,7 +283,7 @@ class RegistryParams:
     experiment: str
     auto_promote: bool
     retries: Annotated[int, Field(ge=0, le=10)]  # MLflow's HTTP client refuses more than 10
-    retry_backoff_seconds: Annotated[float, Field(ge=0, le=120)]  # MLflow's limit on its backoff factor
+    retry_backoff_seconds: Annotated[int, Field(ge=0, le=120)]  # MLflow: an integer, at most 120
 
 
 @section
