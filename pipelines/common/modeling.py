@@ -121,6 +121,12 @@ def collate_packed(batch: list[dict]) -> dict:
     return {**DataCollatorWithFlattening(return_tensors="pt")(batch), "use_cache": False}
 
 
+def on_device(batch: dict, model) -> dict:
+    """The batch's tensors on the model's device (a 4-bit model is placed on the GPU when there is
+    one; a batch is built on the CPU)."""
+    return {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def data_collator(packing: bool, pad_token_id: int):
     """The training batches: padding-free packed rows (`train.packing`), or padded rows."""
     if packing:
@@ -135,7 +141,7 @@ def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id
     model.eval()
     total, correct, tokens = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_token_id)
+        batch = on_device(collate(examples[start:start + batch_size], pad_token_id), model)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         shift_logits = logits[:, :-1].float()
         shift_labels = batch["labels"][:, 1:]
@@ -153,7 +159,7 @@ def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
     """The assistant's next message after `messages`, greedy, through the chat template."""
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
-                                           return_tensors="pt")
+                                           return_tensors="pt").to(model.device)
     model.eval()
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -205,7 +211,7 @@ def output_divergence(model, reference: str, other: str, examples: list[dict], b
     how differently two adapters on the same base would answer the same conversations."""
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_token_id)
+        batch = on_device(collate(examples[start:start + batch_size], pad_token_id), model)
         mask = batch["labels"][:, 1:] != IGNORE_INDEX
         logprobs = []
         for name in (reference, other):
