@@ -157,6 +157,7 @@ def test_the_cycle_writes_data_docs_for_the_batch(cycle):
     assert cycle["validated"]["data_docs"].endswith("reports/data_docs/index.html")
 
 
+@pytest.mark.slow
 def test_a_10_mb_message_is_quarantined_as_too_long(tmp_path, params):
     huge = {**good(950), "messages": [{"role": "user", "content": "x" * 10_000_000},
                                       {"role": "assistant", "content": "ok"}]}

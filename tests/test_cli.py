@@ -37,6 +37,7 @@ def test_init_creates_a_git_and_dvc_workspace_and_refuses_to_overwrite_it(tmp_pa
     assert again.returncode != 0 and "already" in again.stderr
 
 
+@pytest.mark.slow
 def test_golden_add_redacts_validates_versions_and_commits_and_refuses_bad_records(tmp_path):
     ws = tmp_path / "ws"
     assert nightshift("init", str(ws)).returncode == 0

@@ -43,6 +43,7 @@ def test_pii_shapes_flags_personal_data_but_not_placeholders_or_order_numbers(te
     assert set(kinds) <= set(found) and bool(found) == bool(kinds)  # a card also has a phone's shape
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_set_for_candidate_champion_and_base_and_survives_a_corrupt_adapter(
         tmp_path, tiny_base, params, replace):
     rows = records(1, 40)
@@ -69,6 +70,7 @@ def test_evaluate_scores_every_set_for_candidate_champion_and_base_and_survives_
     assert not gate.decide(params.gate, broken)["passed"]
 
 
+@pytest.mark.slow
 def test_identical_adapters_do_not_diverge_and_a_retrained_one_does(tmp_path, tiny_base, params, replace):
     rows = records(4, 60)
     write_jsonl(tmp_path / "a.jsonl", rows[:24])
@@ -88,6 +90,7 @@ def test_identical_adapters_do_not_diverge_and_a_retrained_one_does(tmp_path, ti
     assert moved["champion"]["new"] == same["champion"]["new"]  # the champion scores the same
 
 
+@pytest.mark.slow
 def test_an_adapter_that_learned_to_emit_an_email_is_rejected_by_the_behaviour_check(
         tmp_path, tiny_base, params, replace):
     # Redacted as the pipeline's records are (the golden prompts the generations answer are),
@@ -111,6 +114,7 @@ def test_an_adapter_that_learned_to_emit_an_email_is_rejected_by_the_behaviour_c
     assert not v["passed"] and any("generations.pii_rate" in r for r in v["reasons"])
 
 
+@pytest.mark.slow
 def test_a_candidate_trained_on_shuffled_responses_is_rejected_and_a_healthy_one_passes(
         tmp_path, tiny_base, params, replace):
     rows = records(2, 144)

@@ -7,7 +7,11 @@ import math
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_tiny_params
+
+pytestmark = pytest.mark.slow  # trains models: `make test` runs it, `make test-fast` does not
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -356,6 +356,7 @@ def test_a_file_gone_mid_read_writes_no_snapshot_and_keeps_the_watermark(tmp_pat
     assert sorted(p.name for p in (tmp_path / "data/snapshots").glob("*.jsonl")) == ["2026-01-05.jsonl"]
 
 
+@pytest.mark.slow
 def test_a_database_failing_in_the_middle_of_a_chunked_read_writes_nothing(tmp_path):
     import sqlite3
 
@@ -397,6 +398,7 @@ def test_a_run_stopped_between_snapshot_and_watermark_is_completed_by_the_next(t
     assert not (tmp_path / "data/watermark.json.pending").exists()
 
 
+@pytest.mark.slow
 def test_source_down_fails_the_cycle_after_retries_alerts_and_keeps_the_watermark(tmp_path, monkeypatch):
     """The one flow-level test here: a real Prefect run, real retries, a real HTTP receiver."""
     from prefect.testing.utilities import prefect_test_harness

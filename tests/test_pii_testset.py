@@ -49,6 +49,7 @@ def test_the_redacted_labeled_set_has_no_residual(redacted):
     assert [o["_residual"] for o in redacted[1] if "_residual" in o] == []
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_on_a_few_records(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks/redact_bench.py"), "--records", "60",

@@ -1,3 +1,4 @@
+import pytest
 """`nightshift purge-raw` on a workspace laid out as earlier versions left it: raw snapshots in
 data/raw/, `dvc add`ed, committed night after night and pushed to the DVC remote."""
 
@@ -43,6 +44,7 @@ def files_holding(ws: Path, value: bytes) -> list[str]:
             if f.is_file() and ".git" not in f.relative_to(ws).parts and value in f.read_bytes()]
 
 
+@pytest.mark.slow
 def test_purge_raw_removes_every_raw_snapshot_from_the_workspace_cache_and_remote(tmp_path):
     ws = old_workspace(tmp_path)
     assert all(files_holding(ws, v) for v in RAW_VALUES)

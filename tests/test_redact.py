@@ -154,6 +154,7 @@ def test_every_recognizer_has_a_trigger_that_all_its_matches_contain(redactor):
                 assert trigger.search(text[hit.start:hit.end]), (r.name, text[hit.start:hit.end])
 
 
+@pytest.mark.slow
 def test_triggers_and_the_text_cache_change_nothing_against_the_full_analyzer(redactor):
     """On the labeled set: no text the full analyzer flags is skipped, and every result is equal."""
     from pipelines.samples import pii_testset
@@ -166,6 +167,7 @@ def test_triggers_and_the_text_cache_change_nothing_against_the_full_analyzer(re
         assert key(redactor.analyze(text)) == key(full), text
 
 
+@pytest.mark.slow
 def test_output_is_byte_identical_whatever_the_number_of_workers(params, replace, tmp_path):
     from pipelines.samples import pii_testset
 
@@ -186,6 +188,7 @@ def test_a_named_ner_model_disables_the_triggers(redactor, monkeypatch):
     assert redact.entity_triggers(redactor.analyzer, "en", redactor.entities) is None
 
 
+@pytest.mark.slow
 def test_a_text_longer_than_one_window_is_redacted_across_window_boundaries(params):
     from pipelines.privacy.redact import WINDOW_CHARS, WINDOW_OVERLAP, Redactor
 
@@ -209,6 +212,7 @@ def test_a_date_is_redacted_when_it_is_a_persons_not_when_it_dates_a_release_or_
         assert redactor.redact_text(text, {}) == text, text
 
 
+@pytest.mark.slow
 def test_in_a_process_with_other_threads_the_workers_are_spawned_and_write_the_same_bytes(
         params, replace, tmp_path):
     """Ingest redacts inside a Prefect task, whose process runs other threads: forking there is

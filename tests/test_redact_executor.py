@@ -13,6 +13,7 @@ from pipelines.privacy import executor, redact
 from pipelines.samples import sample_logs
 
 
+@pytest.mark.slow
 def test_the_dask_runner_writes_byte_identical_records_and_the_same_report(tmp_path, params, replace):
     raw = tmp_path / "raw.jsonl"
     lines = sample_logs.generate_day(3, dt.date(2026, 1, 5), 0, 40, 0.5)

@@ -171,6 +171,7 @@ def test_a_person_keeps_one_placeholder_across_a_records_messages(redactor):
     assert "<PERSON_1>" in texts[0] and "<PERSON_1>" in texts[1]
 
 
+@pytest.mark.slow
 def test_batch_analysis_gives_the_same_results_as_one_text_at_a_time(params):
     rows = redact_names.labeled_set()
     texts = [r["text"] for r in rows]

@@ -81,6 +81,7 @@ def tiny_ner(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_a_transformers_model_from_disk_finds_the_names_it_learned(params, replace, tiny_ner, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     redactor = redact.Redactor(replace(params.redact, ner_model=tiny_ner, ner_engine="transformers"))

@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 from pipelines.model import train
 from tests.conftest import write_training_records
 
+pytestmark = pytest.mark.slow  # trains models: `make test` runs it, `make test-fast` does not
+
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):

@@ -19,6 +19,8 @@ from pipelines.model import train
 from pipelines.samples import sample_logs
 from tests.conftest import ROOT, write_tiny_params
 
+pytestmark = pytest.mark.slow  # trains models: `make test` runs it, `make test-fast` does not
+
 EXAMPLES, EPOCHS = 32, 3  # 4 steps an epoch at the global batch of 8: 12 steps
 
 

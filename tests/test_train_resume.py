@@ -15,6 +15,8 @@ from flows import workspace
 from pipelines.model import train
 from tests.conftest import ROOT, write_tiny_params, write_training_records
 
+pytestmark = pytest.mark.slow  # trains models: `make test` runs it, `make test-fast` does not
+
 # 48 examples, 8 per step, 2 epochs: 12 steps, a checkpoint every 2: the first one appears
 # after a sixth of the run, leaving the kill ten steps to land in; the resumed run crosses an
 # epoch boundary, where the sampler is reseeded.
