@@ -39,6 +39,9 @@ WORKSPACE_GITIGNORE = """\
 /.nightshift/
 # Checkpoints of a training run that has not finished (deleted when it does; never versioned)
 /models/checkpoints/
+# `nightshift rebase`'s adapters, training mix and report (the version it registers keeps them)
+/models/rebase/
+/reports/rebase.json
 __pycache__/
 """
 

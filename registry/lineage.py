@@ -10,7 +10,7 @@ from pipelines.common.metrics import SETS, metric
 
 # Each set's scores and the behaviour checks on generations, logged as run metrics so that the
 # MLflow UI charts them across versions.
-SET_METRICS = ("eval_loss", "perplexity", "token_accuracy", "pairing_margin")
+SET_METRICS = ("eval_loss", "perplexity", "token_accuracy", "bits_per_byte", "pairing_margin")
 GENERATION_METRICS = ("pii_rate", "format_pass_rate")
 
 

@@ -1,4 +1,5 @@
-"""The registered versions: `status`, `history`, `promote`, `rollback`, `generate`."""
+"""The registered versions: `status`, `history`, `promote`, `rollback`, `generate`; `base build` and
+`rebase` move the line onto another base model."""
 
 import json
 from pathlib import Path
@@ -7,7 +8,18 @@ from typing import Annotated
 import typer
 
 from flows import workspace as wsp
-from flows.cli.base import Alias, Json, Workspace, app, command, option, require_workspace, workspace_params
+from flows.cli.base import (
+    Alias,
+    Json,
+    Workspace,
+    add_group,
+    app,
+    command,
+    group,
+    option,
+    require_workspace,
+    workspace_params,
+)
 from flows.cli.report import print_status
 
 
@@ -120,3 +132,72 @@ def generate(
         system = None if no_system else SYSTEM_PROMPT
         answer = modeling.generate(model, tokenizer, prompt, max_new_tokens, system)
     print(f"[{p.base_model.model} + {p.registry.model_name} version {version}]\n{answer}")
+
+
+base = group(help="Tiny base models built like the workspace's own (the base_model stage), to "
+                  "rebase onto.")
+add_group(app, base, "base", "build another tiny base model")
+
+
+@command(base, "build", "build a tiny base model into DIR")
+def base_build(
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="where the model and tokenizer go")],
+    num_layers: Annotated[int | None, option(metavar="N", help="layers (default: base_model.num_layers)")] = None,
+    vocab_size: Annotated[int | None, option(metavar="N", help="tokenizer vocabulary (default: base_model.vocab_size)")] = None,
+    hidden_size: Annotated[int | None, option(metavar="N", help="width (default: base_model.hidden_size)")] = None,
+    seed: Annotated[int | None, option(metavar="N", help="seed (default: the workspace's seed)")] = None,
+    workspace: Workspace = ".",
+    json_: Json = False,
+) -> None:
+    """Build and pre-train a tiny Llama with the workspace's `base_model` params, some replaced,
+    into DIR: an ordinary transformers folder `nightshift rebase --base DIR` can move onto."""
+    import contextlib
+    import sys
+
+    from flows import rebase as rb
+
+    ws = require_workspace(workspace)
+    # Pre-training's progress lines go to stderr when stdout is for the JSON.
+    with contextlib.redirect_stdout(sys.stderr if json_ else sys.stdout):
+        result = rb.build_base(ws, out_dir.resolve(), num_layers=num_layers, vocab_size=vocab_size,
+                               hidden_size=hidden_size, seed=seed)
+    if json_:
+        print(json.dumps(result, indent=2))
+        return
+    shape = result["base_model"]
+    print(f"built {result['out_dir']}: {shape['num_layers']} layers of width {shape['hidden_size']}, "
+          f"vocabulary {shape['vocab_size']}, {result['parameters']} parameters, pre-training loss "
+          f"{result['first_loss']} -> {result['final_loss']:.3f}")
+
+
+@command(app, "rebase", "train a fresh adapter on another base model")
+def rebase(
+    base_model: Annotated[str, option("--base", metavar="MODEL", help="a hub id or a local folder")],
+    reason: Annotated[str, option(metavar="WHY", help="why, for the lineage and the history")],
+    workspace: Workspace = ".",
+    json_: Json = False,
+) -> None:
+    """Train a fresh adapter on MODEL from the versioned data (replay buffer, the current night's
+    training data, the anchor set), score it and @champion, each on its own base, in bits per byte
+    and on the generation checks, gate and register it. A passing rebase becomes @champion and
+    params.yaml's base_model.model follows it; a rejected one changes nothing else."""
+    from flows import rebase as rb
+    from registry import history as hist
+
+    import contextlib
+    import sys
+
+    ws, _ = workspace_params(workspace)
+    try:
+        # Training's and evaluation's progress lines go to stderr when stdout is for the JSON.
+        with contextlib.redirect_stdout(sys.stderr if json_ else sys.stdout):
+            report = rb.rebase(ws, base_model, reason)
+    except hist.RegistryError as exc:
+        raise SystemExit(f"nightshift rebase: {exc}")
+    if json_:
+        print(json.dumps({k: v for k, v in report.items() if k != "evaluation"}, indent=2))
+        return
+    bpb = report["bits_per_byte"]
+    print(f"version {report['version']} on {report['base_model']} (rebased from version "
+          f"{report['rebased_from']}): held-out bits per byte {bpb['candidate']['new']} vs champion "
+          f"{bpb['champion']['new']}; {report['outcome']}")

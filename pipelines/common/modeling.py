@@ -134,10 +134,25 @@ def data_collator(packing: bool, pad_token_id: int):
     return lambda batch: collate(batch, pad_token_id)
 
 
+def encode_scored(tokenizer, messages: list[dict], max_length: int) -> dict:
+    """`encode_chat` plus `answer_bytes`: how many UTF-8 bytes of answer text its labels cover,
+    for bits per byte. The answers' own text when the chat fits in `max_length`; when it was cut,
+    the bytes of the labelled tokens kept (decoded without special tokens), so the numerator and
+    the denominator always cover the same text."""
+    encoded = encode_chat(tokenizer, messages, max_length)
+    full = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    if full <= max_length:
+        n_bytes = sum(len(m["content"].encode("utf-8")) for m in messages if m.get("role") == "assistant")
+    else:
+        kept = [t for t in encoded["labels"] if t != IGNORE_INDEX]
+        n_bytes = len(tokenizer.decode(kept, skip_special_tokens=True).encode("utf-8"))
+    return {**encoded, "answer_bytes": n_bytes}
+
+
 @torch.no_grad()
-def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id: int) -> tuple[float, float]:
-    """Token-weighted mean cross-entropy and next-token accuracy over the labelled tokens
-    (nan, nan if there are none)."""
+def answer_scores(model, examples: list[dict], batch_size: int, pad_token_id: int) -> dict:
+    """Sums over the labelled (answer) tokens: negative log-likelihood in nats, tokens, tokens
+    predicted right, and the examples' `answer_bytes` (0 where they carry none)."""
     model.eval()
     total, correct, tokens = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
@@ -152,7 +167,28 @@ def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id
         total += loss.item()
         correct += int(((shift_logits.argmax(-1) == shift_labels) & mask).sum())
         tokens += int(mask.sum())
-    return (total / tokens, correct / tokens) if tokens else (math.nan, math.nan)
+    return {"nats": total, "tokens": tokens, "correct": correct,
+            "bytes": sum(e.get("answer_bytes", 0) for e in examples)}
+
+
+def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id: int) -> tuple[float, float]:
+    """Token-weighted mean cross-entropy and next-token accuracy over the labelled tokens
+    (nan, nan if there are none)."""
+    s = answer_scores(model, examples, batch_size, pad_token_id)
+    return (s["nats"] / s["tokens"], s["correct"] / s["tokens"]) if s["tokens"] else (math.nan, math.nan)
+
+
+def per_byte(scores: dict) -> float:
+    """Bits per byte of answer text from `answer_scores`: the answers' summed negative
+    log-likelihood in bits over their UTF-8 bytes (nan without bytes). Unlike the loss per token,
+    it does not depend on how a tokenizer cuts the text, so models on different tokenizers (a
+    rebase onto another base) are compared on it."""
+    return scores["nats"] / math.log(2) / scores["bytes"] if scores["bytes"] else math.nan
+
+
+def bits_per_byte(model, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
+    """Bits per byte of the answers of `examples` (made by `encode_scored`) under `model`."""
+    return per_byte(answer_scores(model, examples, batch_size, pad_token_id))
 
 
 @torch.no_grad()

@@ -316,6 +316,12 @@ class DemoParams:
 
 
 @section
+class RebaseParams:
+    max_bpb_increase: Annotated[float, Field(ge=0)]
+    max_examples: AtLeast1
+
+
+@section
 class Params:
     seed: int
     base_model: BaseModelParams
@@ -335,6 +341,7 @@ class Params:
     model_drift: ModelDriftParams
     notify: NotifyParams
     demo: DemoParams
+    rebase: RebaseParams
 
     def __post_init__(self):
         if self.nightly.min_new_examples < self.validate.min_records:

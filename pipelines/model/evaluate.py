@@ -8,7 +8,8 @@ quantisation). Each model is scored on the assistant tokens of four sets:
 - replay: older topics, records of the replay buffer this cycle did not train on;
 - anchor: what the base model knew before any cycle (data/anchor/anchor.jsonl);
 
-with mean loss, perplexity and next-token accuracy, and on new and golden also the pairing margin
+with mean loss, perplexity, next-token accuracy and bits per byte of the answer text (the one of
+them that does not depend on the tokenizer), and on new and golden also the pairing margin
 (does the answer still depend on the question?). Behaviour checks run on sampled generations:
 answers to golden prompts may not contain anything that looks like personal data or a secret, and
 must match the format the golden record expects. Model drift: the KL divergence of the candidate's
@@ -88,16 +89,21 @@ def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_si
     question than given its own: near zero when answers no longer depend on the question, as
     after training on logs whose responses were shuffled across prompts.
     """
-    from pipelines.common.modeling import loss_and_accuracy
+    from pipelines.common.modeling import answer_scores, loss_and_accuracy, per_byte
 
     if not examples:
         return {"examples": 0}
-    loss, accuracy = loss_and_accuracy(model, examples, batch_size, pad_token_id)
+    sums = answer_scores(model, examples, batch_size, pad_token_id)
+    loss = sums["nats"] / sums["tokens"] if sums["tokens"] else math.nan
     if not math.isfinite(loss):
         return {"examples": len(examples), "eval_loss": None, "perplexity": None,
-                "token_accuracy": None}
+                "token_accuracy": None, "bits_per_byte": None}
+    bpb = per_byte(sums)
     scores = {"examples": len(examples), "eval_loss": round(loss, 5),
-              "perplexity": round(math.exp(min(loss, 50)), 4), "token_accuracy": round(accuracy, 5)}
+              "perplexity": round(math.exp(min(loss, 50)), 4),
+              "token_accuracy": round(sums["correct"] / sums["tokens"], 5),
+              # Tokenizer-free: comparable between models on different tokenizers (a rebase).
+              "bits_per_byte": round(bpb, 5) if math.isfinite(bpb) else None}
     if shuffled is not None and len(shuffled) >= 2:
         mismatched_loss, _ = loss_and_accuracy(model, shuffled, batch_size, pad_token_id)
         scores["pairing_margin"] = (round(mismatched_loss - loss, 5)
@@ -139,6 +145,7 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
     """
     from pipelines.common.modeling import (
         encode_chat,
+        encode_scored,
         is_adapter,
         load_adapters,
         load_tokenizer,
@@ -149,7 +156,7 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
     set_determinism(seed)
     tokenizer = load_tokenizer(base_model)
     records = {name: answered(sets.get(name, [])) for name in SETS}
-    encoded = {name: [encode_chat(tokenizer, r["messages"], train.max_length) for r in rs]
+    encoded = {name: [encode_scored(tokenizer, r["messages"], train.max_length) for r in rs]
                for name, rs in records.items()}
     shuffled = {name: [encode_chat(tokenizer, r["messages"], train.max_length)
                        for r in mismatched(records[name])] for name in MARGIN_SETS}
