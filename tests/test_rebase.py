@@ -214,5 +214,4 @@ def test_a_passing_rebase_moves_the_champion_and_params_names_the_new_base(rebas
     last = history.sync(p.registry)[-1]
     assert (last.to_version, last.kind) == (report["version"], "promote")
     assert "a deeper base" in last.why
-    assert "# A hub id" in (ws / "params.yaml").read_text()  # the comments stayed
     assert wsp.git(ws, "status", "--porcelain").strip() == ""
