@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["demo", "run", "serve", "status", "history", "promote", "rollback", "generate", "redact", "init", "golden", "forget", "reproduce", "purge-raw"]
+COMMANDS = ["demo", "run", "serve", "status", "history", "promote", "rollback", "generate", "redact", "init", "golden", "forget", "reproduce", "purge-raw", "rebase", "base"]
 
 
 def nightshift(*args, cwd=None):
@@ -95,7 +95,7 @@ def flat(text):
 def test_the_tests_here_cover_every_command():
     names = [" ".join(path) for path, _ in all_commands()]
     assert sorted(n for n in names if " " not in n) == sorted(COMMANDS)
-    assert "golden add" in names
+    assert "golden add" in names and "base build" in names
 
 
 @pytest.mark.parametrize("path", [" ".join(p) for p, _ in all_commands()])
@@ -132,7 +132,7 @@ def test_workspace_option_is_declared_once_and_shared():
         takers.append(" ".join(path))
         if path != ("demo",):  # the demo keeps its own workspace, demo/
             assert hint == base.Workspace, path
-    assert len(takers) == 12  # all but redact and init
+    assert len(takers) == 14  # all but redact and init
 
 
 @pytest.mark.parametrize("argv", [["rollback"], ["forget", "--reason", "x"],
