@@ -22,7 +22,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.tasks import exponential_backoff
 
-from flows import cycle_lock, recovery, tasks
+from flows import cycle_lock, rebase, recovery, tasks
 from flows import workspace as wsp
 from flows.summary import Accounting, AccountingError, Alarms, CycleSummary, accounting, new_examples
 from pipelines.common import params as params_mod
@@ -50,6 +50,9 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
     reg.configure_retries(p.registry)
     day = dt.date.fromisoformat(date) if date else p.schedule.yesterday()
     with cycle_lock.hold(ws, day.isoformat()):
+        if rebase.follow_champion(ws, p):  # @champion moved across a rebase since the last cycle
+            p = wsp.load_params(ws)
+            get_run_logger().info("base_model.model follows @champion: %s", p.base_model.model)
         return _cycle(ws, day, source, p)
 
 

@@ -128,6 +128,29 @@ def set_base_model(params_file: Path, model: str) -> None:
         raise params_mod.ParamsError(f"{params_file}: base_model.model did not become {model}")
 
 
+def follow_champion(ws: Path, p: params_mod.Params) -> str | None:
+    """Make params.yaml's `base_model.model` the base @champion was trained on (its version's
+    `base_model` tag), so that a rollback or promotion across a rebase, by the CLI or in the
+    MLflow UI, takes the base with the adapter. Returns the base it changed to, None when
+    params.yaml already names it (or the champion has no such tag)."""
+    from registry import mlflow_registry as reg
+
+    champion = reg.resolve_alias(p.registry, reg.CHAMPION)
+    base = champion.tags.get(f"{reg.TAG}base_model") if champion else None
+    if not base or base == p.base_model.model:
+        return None
+    set_base_model(ws / "params.yaml", base)
+    return base
+
+
+def version_base(p: params_mod.Params, tags: dict) -> str:
+    """The base model a registered version was trained on: its `base_model` tag, else (a version
+    registered before the tag existed) the workspace's."""
+    from registry import mlflow_registry as reg
+
+    return tags.get(f"{reg.TAG}base_model") or p.base_model.model
+
+
 def workspace_model(ws: Path, model: str) -> str:
     """How params.yaml names MODEL: relative to the workspace when it lies inside it, absolute
     for another local folder, a hub id as it is."""

@@ -215,3 +215,34 @@ def test_a_passing_rebase_moves_the_champion_and_params_names_the_new_base(rebas
     assert (last.to_version, last.kind) == (report["version"], "promote")
     assert "a deeper base" in last.why
     assert wsp.git(ws, "status", "--porcelain").strip() == ""
+
+
+@pytest.mark.slow
+def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_trains_on_it(rebased):
+    """Last in this module: it moves @champion back. The base follows the champion; `generate`
+    loads the base the version names; the next night continues version 1 on the old base."""
+    import datetime as dt
+
+    from registry import mlflow_registry as reg
+
+    ws, report = rebased
+    old_base = "models/base"  # the workspace's own tiny base, before the rebase
+    out = nightshift("rollback", "--reason", "the deeper base answers worse", ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    p = wsp.load_params(ws)
+    assert reg.resolve_alias(p.registry).version == report["rebased_from"]
+    assert p.base_model.model == old_base and "base_model.model is now models/base" in out.stdout
+
+    rebased_answer = nightshift("generate", "Where is my order?", "--version", report["version"],
+                                "--max-new-tokens", "5", ws=ws)
+    assert rebased_answer.returncode == 0, rebased_answer.stderr
+    assert rebased_answer.stdout.startswith(f"[{ws.parent / 'base2'} + {MODEL_NAME} version {report['version']}]")
+
+    next_day = dt.date.fromisoformat(DAY) + dt.timedelta(days=1)
+    write_day(ws, next_day, [])
+    out = nightshift("run", "--date", next_day.isoformat(), ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    new = reg.client(p.registry).get_model_version(MODEL_NAME, summary["version"])
+    assert new.tags["nightshift.base_model"] == old_base
+    assert new.tags["nightshift.parent_version"] == report["rebased_from"]

@@ -76,6 +76,7 @@ def promote(
         print(f"@{alias} already points to version {version}; nothing changed")
     else:
         print(f"@{alias}: version {move.from_version or '-'} -> {move.to_version} ({reason})")
+    _follow_champion_base(ws, p)
 
 
 @command(app, "rollback", "return @champion to the version before it")
@@ -95,6 +96,17 @@ def rollback(
         raise SystemExit(f"nightshift rollback: {exc}")
     print(f"@champion rolled back: version {move.from_version} -> {move.to_version} ({reason}). "
           "The next cycle trains from version " + move.to_version + ".")
+    _follow_champion_base(ws, p)
+
+
+def _follow_champion_base(ws, p) -> None:
+    """After an alias move: params.yaml's base_model.model follows @champion's base."""
+    from flows import rebase as rb
+
+    base = rb.follow_champion(ws, p)
+    if base:
+        print(f"params.yaml: base_model.model is now {base}, the base @champion was trained on; "
+              "the next cycle trains on it")
 
 
 @command(app, "generate", "answer a prompt with base + @champion")
@@ -111,6 +123,7 @@ def generate(
     PROMPT, greedily."""
     import tempfile
 
+    from flows import rebase as rb
     from pipelines.common import modeling
     from pipelines.samples.sample_logs import SYSTEM_PROMPT
     from registry import mlflow_registry as reg
@@ -118,20 +131,22 @@ def generate(
     ws, p = workspace_params(workspace)
     with tempfile.TemporaryDirectory() as tmp:
         if version:
-            source = reg.client(p.registry).get_model_version(p.registry.model_name, version).source
+            mv = reg.client(p.registry).get_model_version(p.registry.model_name, version)
+            source, tags = mv.source, dict(mv.tags)
         else:
             champion = reg.resolve_alias(p.registry, reg.CHAMPION)
             if champion is None:
                 raise SystemExit("nightshift generate: no @champion yet; run a cycle first "
                                  "(`nightshift run` or `nightshift demo`)")
-            version, source = champion.version, champion.source
+            version, source, tags = champion.version, champion.source, champion.tags
         adapter = reg.download_adapter(p.registry, source, Path(tmp) / "adapter")
-        base = wsp.model_path(ws, p.base_model.model)
+        named = rb.version_base(p, tags)  # the base the version was trained on
+        base = wsp.model_path(ws, named)
         model = modeling.load_with_adapter(base, p.train.quantization, adapter, trainable=False)
         tokenizer = modeling.load_tokenizer(base)
         system = None if no_system else SYSTEM_PROMPT
         answer = modeling.generate(model, tokenizer, prompt, max_new_tokens, system)
-    print(f"[{p.base_model.model} + {p.registry.model_name} version {version}]\n{answer}")
+    print(f"[{named} + {p.registry.model_name} version {version}]\n{answer}")
 
 
 base = group(help="Tiny base models built like the workspace's own (the base_model stage), to "
