@@ -219,8 +219,11 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         cycle = "rebase-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         commit = wsp.git(ws, "rev-parse", "HEAD").strip() or None
         data_version = hashlib.md5(json.dumps(mix["data_versions"], sort_keys=True).encode()).hexdigest()
+        # No erased_data tag: a fresh adapter learns only the data as it is now, from which
+        # `nightshift forget` removed what it erased; so a rebase onto the same base is how a
+        # line is retrained without it, and the tag ends with the champion it replaces.
         tags = lineage_mod.lineage(cycle, None, {"data_version": data_version, "git_commit": commit},
-                                   rebased, "none", evaluation, champion.tags.get(f"{reg.TAG}erased_data"))
+                                   rebased, "none", evaluation, None)
         tags.update({"rebased_from": champion.version, "rebase_reason": reason,
                      "data_versions": json.dumps(mix["data_versions"], sort_keys=True)})
         report = {"cycle": cycle, "base_model": named, "champion_base_model": old_base,
