@@ -143,7 +143,7 @@ def forget(
           f"records if they are pulled again)\ncommitted: {done['commit'][:10]} "
           f"({done['tombstone']['reason']})")
     print("Next: the tagged versions still hold what they learned; retraining without the erased "
-          "data comes with `nightshift rebase` (a later feature). A past cycle whose data was "
+          "data is `nightshift rebase --base <the current base>`. A past cycle whose data was "
           "erased can no longer be rebuilt: `nightshift reproduce --cycle DATE --check` says so.")
 
 
@@ -170,7 +170,7 @@ def reproduce(
         raise SystemExit(f"nightshift reproduce: cycle {cycle} (commit {commit[:10]}) can no "
                          f"longer be rebuilt: `nightshift forget` deleted data it read or wrote:"
                          f"\n{lines}\n`dvc pull` and `dvc repro` at that commit would miss these "
-                         "objects. Retraining without the erased data comes with `nightshift rebase`.")
+                         "objects. Retraining without the erased data: `nightshift rebase --base <the current base>`.")
     if check:
         print(f"cycle {cycle} (commit {commit[:10]}) can be rebuilt: none of its data was erased")
         return

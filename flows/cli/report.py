@@ -94,4 +94,4 @@ def print_status(ws: Path, as_json: bool = False) -> None:
               + (f"  ERASED DATA ({v['erased_data']})" if v.get("erased_data") else ""))
     if any(v.get("erased_data") for v in st["versions"]):
         print("ERASED DATA: the version learned from records `nightshift forget` erased since; "
-              "retraining without them comes with `nightshift rebase`.")
+              "retraining without them: `nightshift rebase --base <the current base>`.")
