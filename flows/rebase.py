@@ -190,17 +190,18 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         p = wsp.load_params(ws)
         named = workspace_model(ws, model)
         new_base = wsp.model_path(ws, named)
+        # With no @champion (every candidate so far rejected) the rebase is judged like a first
+        # adapter: against the bare new base, on the gate's thresholds that need no champion.
         champion = reg.resolve_alias(p.registry)
-        if champion is None:
-            raise history.RegistryError("there is no @champion to rebase: run a cycle first")
-        old_base = wsp.model_path(ws, champion.tags.get(f"{reg.TAG}base_model") or p.base_model.model)
+        old_base = wsp.model_path(ws, version_base(p, champion.tags if champion else {}))
 
         ignore_rebase_outputs(ws)
         work = ws / REBASE_DIR
         shutil.rmtree(work, ignore_errors=True)
         candidate, champion_dir, empty = work / "candidate", work / "champion", work / "none"
         empty.mkdir(parents=True)
-        reg.download_adapter(p.registry, champion.source, champion_dir)
+        if champion:
+            reg.download_adapter(p.registry, champion.source, champion_dir)
 
         mix = training_mix(p, ws, ws / REBASE_DATA)
         trained = train.run(p.train, new_base, p.seed, empty, ws / REBASE_DATA, candidate)
@@ -209,7 +210,8 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
                                   None, p.evaluate.replay_examples, p.seed)
         # Each adapter on its own base: one evaluate run per base, the adapter as its candidate.
         on_new = evaluate.run(p.evaluate, p.train, new_base, p.seed, candidate, empty, sets)
-        on_old = evaluate.run(p.evaluate, p.train, old_base, p.seed, champion_dir, empty, sets)
+        on_old = (evaluate.run(p.evaluate, p.train, old_base, p.seed, champion_dir, empty, sets)
+                  if champion else {"candidate": None, "base": None})
         evaluation = {"examples": on_new["examples"], "candidate": on_new["candidate"],
                       "champion": on_old["candidate"], "base": on_new["base"],
                       "champion_base": on_old["base"], "divergence": None}
@@ -224,10 +226,11 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         # line is retrained without it, and the tag ends with the champion it replaces.
         tags = lineage_mod.lineage(cycle, None, {"data_version": data_version, "git_commit": commit},
                                    rebased, "none", evaluation, None)
-        tags.update({"rebased_from": champion.version, "rebase_reason": reason,
+        rebased_from = champion.version if champion else "none"
+        tags.update({"rebased_from": rebased_from, "rebase_reason": reason,
                      "data_versions": json.dumps(mix["data_versions"], sort_keys=True)})
         report = {"cycle": cycle, "base_model": named, "champion_base_model": old_base,
-                  "rebased_from": champion.version, "reason": reason, "data": mix, "train": {
+                  "rebased_from": rebased_from, "reason": reason, "data": mix, "train": {
                       k: v for k, v in trained.items() if k != "losses"},
                   "bits_per_byte": {
                       who: {s: metric(evaluation[who], f"{s}.bits_per_byte") for s in ("new", "golden", "anchor")}
