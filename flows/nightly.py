@@ -53,10 +53,10 @@ def nightly(date: str | None = None, workspace: str = ".", source: str | None = 
         if rebase.follow_champion(ws, p):  # @champion moved across a rebase since the last cycle
             p = wsp.load_params(ws)
             get_run_logger().info("base_model.model follows @champion: %s", p.base_model.model)
-        return _cycle(ws, day, source, p)
+        return _cycle(ws, day, source, p).to_dict()
 
 
-def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> dict:
+def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> CycleSummary:
     """The body of one cycle, run while the workspace's lock is held."""
     log = get_run_logger()
     recovered = recovery.recover_interrupted(ws, p)
@@ -85,13 +85,13 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
     version = tasks.version.with_options(retries=p.version.retries,
                                          retry_delay_seconds=exponential_backoff(p.version.retry_backoff_seconds))
 
-    def skip(reason: str) -> dict:
+    def skip(reason: str) -> CycleSummary:
         """Too little new data: no training, but the data is versioned and the summary written."""
         log.info("cycle %s skipped: %s", day, reason)
         versioned = step("version", version, ws, day, p)
         summary.status, summary.reason = "skipped", reason
         summary.git_commit, summary.data_version = versioned["git_commit"], versioned["data_version"]
-        return summary.to_dict()
+        return summary  # completed by the `finally` below before the caller reads it
 
     pulled = None
     try:
@@ -147,10 +147,11 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
             tasks.notify(summary, p)
         except Exception as exc:  # a broken alert channel must not hide what the cycle did
             log.error("alert not sent: %s", exc)
-    return summary.to_dict()
+    return summary
 
 
-def _already_registered(ws: Path, day: dt.date, p: params_mod.Params, recovered: dict) -> dict | None:
+def _already_registered(ws: Path, day: dt.date, p: params_mod.Params,
+                        recovered: dict) -> CycleSummary | None:
     """The summary of a night the registry already holds (nothing is done again), else None."""
     existing = reg.find_version_for_cycle(p.registry, day.isoformat())
     if not existing:
@@ -160,8 +161,8 @@ def _already_registered(ws: Path, day: dt.date, p: params_mod.Params, recovered:
     if finished:
         log.info("cycle %s was registered as version %s by a run that was interrupted; its "
                  "verdict is applied now: %s", day, existing, finished[0]["reason"])
-        return {"cycle": day.isoformat(), "status": "finished_interrupted", "version": existing,
-                **{k: finished[0][k] for k in ("alias", "promoted", "reason")}}
+        return CycleSummary(cycle=day.isoformat(), status="finished_interrupted", version=existing,
+                            **{k: finished[0][k] for k in ("alias", "promoted", "reason")})
     log.info("cycle %s is already registered as version %s: nothing to do, nothing changed",
              day, existing)
-    return {"cycle": day.isoformat(), "status": "already_done", "version": existing}
+    return CycleSummary(cycle=day.isoformat(), status="already_done", version=existing)

@@ -11,6 +11,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows import notify as notify_stage
 from flows import workspace as wsp
+from flows.summary import CycleSummary
 from pipelines.common import params as params_mod
 from pipelines.samples import sample_logs
 from registry import mlflow_registry as reg
@@ -57,7 +58,7 @@ def test_a_night_with_no_records_is_skipped_with_its_accounting_and_no_model(qui
     p = params_mod.load(ws / "params.yaml")
     with chdir(ws):
         assert reg.find_version_for_cycle(p.registry, "2026-01-05") is None
-    assert not notify_stage.should_alert(empty, p.notify)
+    assert not notify_stage.should_alert(CycleSummary.model_validate(empty), p.notify)
 
 
 def test_a_night_below_the_threshold_is_skipped_with_its_records_accounted_and_versioned(quiet_nights):
@@ -74,7 +75,7 @@ def test_a_night_below_the_threshold_is_skipped_with_its_records_accounted_and_v
     p = params_mod.load(ws / "params.yaml")
     with chdir(ws):
         assert reg.find_version_for_cycle(p.registry, "2026-01-06") is None
-    assert not notify_stage.should_alert(few, p.notify)
+    assert not notify_stage.should_alert(CycleSummary.model_validate(few), p.notify)
     # The cycle is a commit holding the snapshot; its learnable records wait in the replay buffer.
     log = subprocess.run(["git", "log", "--format=%s"], cwd=ws, capture_output=True, text=True).stdout
     assert log.splitlines()[:2] == ["nightshift cycle 2026-01-06", "nightshift cycle 2026-01-05"]
