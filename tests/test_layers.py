@@ -32,47 +32,41 @@ def test_the_import_contracts_are_kept():
     assert "0 broken" in result.stdout
 
 
-def test_a_stage_importing_a_flow_breaks_the_layers(tmp_path):
+def lint_with_import(tmp_path, module: str, late_import: str) -> subprocess.CompletedProcess:
+    """`lint-imports` on a copy of the tree where `module` (a path) gained `late_import` inside a
+    function: contracts count imports anywhere in a module, not only at its top."""
     root = copy_tree(tmp_path)
-    gate = root / "pipelines/model/gate.py"
-    gate.write_text(gate.read_text() + "\n\ndef _late():\n    from flows import nightly  # noqa\n")
+    path = root / module
+    path.write_text(path.read_text() + f"\n\ndef _late():\n    {late_import}  # noqa\n")
+    return lint_imports(root)
 
-    result = lint_imports(root)
+
+def test_a_stage_importing_a_flow_breaks_the_layers(tmp_path):
+    result = lint_with_import(tmp_path, "pipelines/model/gate.py", "from flows import nightly")
 
     assert result.returncode != 0
     assert "pipelines.model.gate -> flows.nightly" in result.stdout
 
 
 def test_a_stage_importing_another_stage_breaks_their_independence(tmp_path):
-    root = copy_tree(tmp_path)
-    drift = root / "pipelines/data/drift.py"
-    drift.write_text(drift.read_text() + "\nfrom pipelines.data import dataset  # noqa\n")
-
-    result = lint_imports(root)
+    result = lint_with_import(tmp_path, "pipelines/data/drift.py", "from pipelines.data import dataset")
 
     assert result.returncode != 0
     assert "A stage never reaches into another stage BROKEN" in " ".join(result.stdout.split())
 
 
 def test_an_import_circle_between_modules_is_reported(tmp_path):
-    root = copy_tree(tmp_path)
-    redact = root / "pipelines/privacy/redact.py"
+    redact = ROOT / "pipelines/privacy/redact.py"
     assert "from pipelines.privacy import residual, subjects" in redact.read_text()  # redact uses the residual scan
-    residual = root / "pipelines/privacy/residual.py"
-    residual.write_text(residual.read_text() + "\n\ndef _late():\n    from pipelines.privacy import redact  # noqa\n")
 
-    result = lint_imports(root)
+    result = lint_with_import(tmp_path, "pipelines/privacy/residual.py", "from pipelines.privacy import redact")
 
     assert result.returncode != 0
     assert "No cycles are allowed in pipelines.privacy" in result.stdout
 
 
 def test_a_helper_importing_a_stage_breaks_the_helpers_contracts(tmp_path):
-    root = copy_tree(tmp_path)
-    records = root / "pipelines/common/records.py"
-    records.write_text(records.read_text() + "\n\ndef _late():\n    from pipelines.data import ingest  # noqa\n")
-
-    result = lint_imports(root)
+    result = lint_with_import(tmp_path, "pipelines/common/records.py", "from pipelines.data import ingest")
 
     assert result.returncode != 0
     out = " ".join(result.stdout.split())
