@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from flows import cycle_lock
+from flows.forget import redact_reason
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
 from pipelines.common import paths
@@ -188,6 +189,9 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
     by = by or getpass.getuser()
     with cycle_lock.hold(ws, "rebase"):
         p = wsp.load_params(ws)
+        # The reason rests in tags, the history, the report and a commit: redacted like forget's,
+        # since "retrain without Alice's data" is the natural reason after `nightshift forget`.
+        reason = redact_reason(p, reason)
         named = workspace_model(ws, model)
         new_base = wsp.model_path(ws, named)
         # With no @champion (every candidate so far rejected) the rebase is judged like a first
@@ -205,6 +209,9 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
 
         mix = training_mix(p, ws, ws / REBASE_DATA)
         trained = train.run(p.train, new_base, p.seed, empty, ws / REBASE_DATA, candidate)
+        # The mix is a copy of versioned records that `nightshift forget` would not reach: it does
+        # not outlive the training (the lineage names the files it was drawn from, by md5).
+        (ws / REBASE_DATA).unlink()
 
         sets = evaluate.load_sets(ws / paths.DATASET / "eval.jsonl", ws / GOLDEN, ws / ANCHOR, None,
                                   None, p.evaluate.replay_examples, p.seed)
