@@ -1,10 +1,10 @@
 """Moving the adapter line onto another base model: `nightshift base build` and `nightshift rebase`.
 
 An adapter is tied to the base it was trained on, so a rebase trains a fresh adapter (no parent)
-on the new base from the versioned data: the replay buffer over all its strata, the current
-night's new training examples, and the anchor training set, within `rebase.max_examples`, mixed
-by the dataset stage's own helpers. It is scored against @champion, each on its own base, on the
-same held-out, golden and anchor sets; the gate compares bits per byte of the answer text (a
+on the new base from the versioned data (`flows.rebase_data`: the replay buffer over all its
+strata, the recent nights' clean records and the anchor training set, within `rebase.*`). It is
+scored against @champion, each on its own base, on the same held-out, golden, replay and anchor
+sets; the gate compares bits per byte of the answer text (a
 per-token loss depends on the tokenizer) and runs the generation checks of `gate`. A passing
 rebase is registered with its lineage (`base_model`, `rebased_from`, the data it read, the
 reason), moves @champion (or @challenger) with the reason recorded in the history, and the
@@ -15,28 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import getpass
 import hashlib
 import json
-import random
 import re
 import shutil
 from pathlib import Path
 
-from flows import cycle_lock
+from flows import cycle_lock, rebase_data, rebase_report
 from flows.forget import redact_reason
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
 from pipelines.common import paths
-from pipelines.common.metrics import metric
-from pipelines.common.records import read_jsonl, write_json, write_jsonl
+from pipelines.common.metrics import SETS, metric
+from pipelines.common.records import write_json
 
 REBASE_DIR = Path("models/rebase")          # the new adapter and the champion's, downloaded
 REBASE_DATA = REBASE_DIR / "train.jsonl"
 REBASE_REPORT = Path("reports/rebase.json")
+REBASE_HTML = Path("reports/rebase.html")
 GOLDEN = Path("data/golden/golden.jsonl")
 ANCHOR = Path("data/anchor/anchor.jsonl")
-ANCHOR_TRAIN = Path(wsp.ANCHOR_TRAIN)
 # The generation checks a nightly candidate passes; the loss checks are per token, so they are
 # replaced by bits per byte.
 GENERATION_CHECKS = ("generations.pii_rate", "generations.format_pass_rate")
@@ -45,7 +45,10 @@ GENERATION_CHECKS = ("generations.pii_rate", "generations.format_pass_rate")
 def build_base(ws: Path, out_dir: Path, **overrides) -> dict:
     """A tiny base into `out_dir`: the base_model stage with the workspace's `base_model` params,
     `overrides` (num_layers, vocab_size, hidden_size, ...; None is left as it is) replacing some.
-    `seed` among them replaces the global seed. Returns the stage's metrics and the shape used."""
+    `seed` among them replaces the global seed. A base built inside the workspace is versioned
+    with DVC there (its .dvc file committed), as the workspace's own base is: a clone of the
+    workspace gets it back with `dvc pull`, and no cycle commits its weights to git. Returns the
+    stage's metrics and the shape used."""
     from pipelines.model import base_model
 
     p = wsp.load_params(ws)
@@ -54,48 +57,29 @@ def build_base(ws: Path, out_dir: Path, **overrides) -> dict:
     # A pydantic dataclass: `replace` validates the new values like params.yaml's.
     shape = dataclasses.replace(p.base_model, **changes)
     metrics = base_model.run(shape, p.seed if seed is None else seed, out_dir, ws / "data/corpus")
-    return {**metrics, "base_model": dataclasses.asdict(shape), "out_dir": str(out_dir)}
+    named = workspace_model(ws, str(out_dir))
+    if not Path(named).is_absolute():
+        with cycle_lock.hold(ws, "base build"):
+            wsp.dvc(ws, "add", "-q", named)
+            ignore = (Path(named).parent / ".gitignore").as_posix()
+            wsp.git(ws, "add", "--", f"{named}.dvc", ignore)
+            wsp.git(ws, "commit", "-q", "-m", f"base build: {named}, versioned with DVC")
+    return {**metrics, "base_model": dataclasses.asdict(shape), "out_dir": str(out_dir),
+            "versioned": None if Path(named).is_absolute() else f"{named}.dvc"}
 
 
-def md5(path: Path) -> str:
-    """A file's md5, as DVC records it: what version of the data a rebase read."""
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else "missing"
-
-
-def training_mix(p: params_mod.Params, ws: Path, out: Path) -> dict:
-    """The rebase's training set: the replay buffer and the current night's new training examples
-    (at most `rebase.max_examples`, drawn evenly over their strata past it), plus the anchor
-    training set at `replay.anchor_ratio` of the mix, each record tagged `_source`. The sampling
-    is the dataset stage's (draw_evenly, mix_sizes). Returns counts and the data versions read."""
-    from pipelines.data import dataset
-
-    buffer_file, night_file = ws / paths.BUFFER, ws / paths.DATASET / "train.jsonl"
-    anchor_file = ws / ANCHOR_TRAIN
-    strip = ("_source",)
-    pool: dict[str, dict] = {}
-    for r in read_jsonl(buffer_file) if buffer_file.exists() else []:
-        pool[str(r["id"])] = {**r, "_source": "replay"}
-    for r in read_jsonl(night_file) if night_file.exists() else []:
-        if r.get("_source") == "new":
-            pool.setdefault(str(r["id"]), {**{k: v for k, v in r.items() if k not in strip},
-                                           "_source": "new"})
-    records = sorted(pool.values(), key=lambda r: str(r["id"]))
-    rng = random.Random(f"{p.seed}-rebase")
-    if len(records) > p.rebase.max_examples:
-        records = dataset.draw_evenly(records, p.rebase.max_examples, rng)
-    anchors = list(read_jsonl(anchor_file)) if anchor_file.exists() else []
-    # The anchor share of the nightly mix, with no replay share: every buffered record is in.
-    _, n_anchor = dataset.mix_sizes(len(records), 0, len(anchors),
-                                    dataclasses.replace(p.replay, ratio=0.0), 0.0)
-    anchored = [{**r, "_source": "anchor"} for r in dataset.draw_evenly(anchors, n_anchor, rng)]
-    train = records + anchored
-    rng.shuffle(train)
-    write_jsonl(out, train)
-    return {"examples": len(train), "replay": sum(r["_source"] == "replay" for r in records),
-            "new": sum(r["_source"] == "new" for r in records), "anchor": len(anchored),
-            "data_versions": {str(paths.BUFFER): md5(buffer_file),
-                              str(paths.DATASET / "train.jsonl"): md5(night_file),
-                              str(ANCHOR_TRAIN): md5(anchor_file)}}
+def answer_divergence(champion: dict | None, candidate: dict | None) -> dict | None:
+    """How far the two models' answers to the same golden prompts are apart, without tokens (the
+    KL of a nightly cycle needs one vocabulary): the share of identical answers, and their mean
+    character similarity (difflib's ratio, 1 = the same text). None without both models."""
+    if not champion or not candidate or "error" in champion or "error" in candidate:
+        return None
+    pairs = list(zip(champion["generations"]["samples"], candidate["generations"]["samples"]))
+    if not pairs:
+        return None
+    similar = [difflib.SequenceMatcher(None, a["answer"], b["answer"]).ratio() for a, b in pairs]
+    return {"generation_agreement": round(sum(a["answer"] == b["answer"] for a, b in pairs) / len(pairs), 5),
+            "answer_similarity": round(sum(similar) / len(similar), 5), "answers": len(pairs)}
 
 
 def gate_params(p: params_mod.Params) -> params_mod.GateParams:
@@ -172,7 +156,7 @@ def ignore_rebase_outputs(ws: Path) -> None:
     workspace made before they were listed in its .gitignore."""
     ignore = ws / ".gitignore"
     text = ignore.read_text() if ignore.exists() else ""
-    missing = [f"/{REBASE_DIR}/", f"/{REBASE_REPORT}"]
+    missing = [f"/{REBASE_DIR}/", f"/{REBASE_REPORT}", f"/{REBASE_HTML}"]
     missing = [line for line in missing if line not in text.splitlines()]
     if missing:
         ignore.write_text(text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(missing) + "\n")
@@ -207,24 +191,30 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         if champion:
             reg.download_adapter(p.registry, champion.source, champion_dir)
 
-        mix = training_mix(p, ws, ws / REBASE_DATA)
-        trained = train.run(p.train, new_base, p.seed, empty, ws / REBASE_DATA, candidate)
+        mix = rebase_data.training_mix(p, ws, ws / REBASE_DATA)
+        replay = mix.pop("replay_set")
+        # The workspace's params as the new version is trained with them: the new base, and
+        # `rebase.epochs` passes (logged with the version, as they were used).
+        rebased = dataclasses.replace(p, base_model=dataclasses.replace(p.base_model, model=named),
+                                      train=dataclasses.replace(p.train, epochs=p.rebase.epochs))
+        trained = train.run(rebased.train, new_base, p.seed, empty, ws / REBASE_DATA, candidate)
         # The mix is a copy of versioned records that `nightshift forget` would not reach: it does
         # not outlive the training (the lineage names the files it was drawn from, by md5).
         (ws / REBASE_DATA).unlink()
 
         sets = evaluate.load_sets(ws / paths.DATASET / "eval.jsonl", ws / GOLDEN, ws / ANCHOR, None,
                                   None, p.evaluate.replay_examples, p.seed)
+        sets["replay"] = replay
         # Each adapter on its own base: one evaluate run per base, the adapter as its candidate.
         on_new = evaluate.run(p.evaluate, p.train, new_base, p.seed, candidate, empty, sets)
         on_old = (evaluate.run(p.evaluate, p.train, old_base, p.seed, champion_dir, empty, sets)
                   if champion else {"candidate": None, "base": None})
         evaluation = {"examples": on_new["examples"], "candidate": on_new["candidate"],
                       "champion": on_old["candidate"], "base": on_new["base"],
-                      "champion_base": on_old["base"], "divergence": None}
+                      "champion_base": on_old["base"],
+                      "divergence": answer_divergence(on_old["candidate"], on_new["candidate"])}
         verdict = gate.decide(gate_params(p), evaluation)
 
-        rebased = dataclasses.replace(p, base_model=dataclasses.replace(p.base_model, model=named))
         cycle = "rebase-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         commit = wsp.git(ws, "rev-parse", "HEAD").strip() or None
         data_version = hashlib.md5(json.dumps(mix["data_versions"], sort_keys=True).encode()).hexdigest()
@@ -240,15 +230,17 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
                   "rebased_from": rebased_from, "reason": reason, "data": mix, "train": {
                       k: v for k, v in trained.items() if k != "losses"},
                   "bits_per_byte": {
-                      who: {s: metric(evaluation[who], f"{s}.bits_per_byte") for s in ("new", "golden", "anchor")}
-                      for who in ("candidate", "champion")},
+                      who: {s: metric(evaluation[who], f"{s}.bits_per_byte") for s in SETS}
+                      for who in ("candidate", "champion", "base", "champion_base")},
                   "generations": {who: {k.split(".")[1]: metric(evaluation[who], k) for k in GENERATION_CHECKS}
                                   for who in ("candidate", "champion")},
-                  "evaluation": evaluation, "gate": verdict}
+                  "divergence": evaluation["divergence"], "evaluation": evaluation, "gate": verdict}
         write_json(ws / REBASE_REPORT, report)
+        rebase_report.write(report, ws / REBASE_HTML)
         registered = reg.register(rebased.registry, candidate, cycle, tags,
                                   lineage_mod.run_metrics(evaluation, trained),
-                                  lineage_mod.logged_params(rebased), [ws / REBASE_REPORT], verdict)
+                                  lineage_mod.logged_params(rebased),
+                                  [ws / REBASE_REPORT, ws / REBASE_HTML], verdict)
         version = registered["version"]
         why = f"rebase onto {named}: {reason}"
         if verdict["passed"]:
@@ -262,9 +254,10 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         if alias == reg.CHAMPION:
             # The workspace follows the champion: the next night continues on the new base.
             set_base_model(ws / "params.yaml", named)
-            wsp.git(ws, "add", "params.yaml")
+            wsp.git(ws, "add", "params.yaml", ".gitignore")
             wsp.git(ws, "commit", "-q", "-m", f"base_model.model: {named} ({why}; version {version})")
         report.update({"version": version, "alias": alias, "outcome": outcome,
                        "params_base_model": wsp.load_params(ws).base_model.model})
         write_json(ws / REBASE_REPORT, report)
+        rebase_report.write(report, ws / REBASE_HTML)
         return report

@@ -42,6 +42,7 @@ WORKSPACE_GITIGNORE = """\
 # `nightshift rebase`'s adapters, training mix and report (the version it registers keeps them)
 /models/rebase/
 /reports/rebase.json
+/reports/rebase.html
 __pycache__/
 """
 

@@ -237,6 +237,7 @@ def status(p: params_mod.RegistryParams, last: int = 5) -> dict:
                       "parent": v.tags.get(f"{TAG}parent_version"),
                       "gate": v.tags.get(f"{TAG}gate"), "eval_loss": v.tags.get(f"{TAG}eval_loss"),
                       "erased_data": v.tags.get(f"{TAG}erased_data"),  # set by `nightshift forget`
+                      "base_model": v.tags.get(f"{TAG}base_model"),  # what `rebase` changes
                       "created": v.creation_timestamp} for v in versions],
     }
 

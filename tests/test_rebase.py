@@ -117,6 +117,85 @@ def test_set_base_model_changes_that_one_line_and_keeps_every_comment(tmp_path):
     assert params_mod.load(path).dataset == params_mod.load(ROOT / "params.yaml").dataset
 
 
+# --- what a rebase trains on ---------------------------------------------------------------
+
+def night(day: str, n: int, offset: int = 0) -> list[dict]:
+    import datetime as dt
+    import random
+
+    rng = random.Random(day)
+    date = dt.date.fromisoformat(day)
+    return [sample_logs.make_record(rng, date, offset + i, sample_logs.TOPICS[i % 6], redacted=True)
+            for i in range(n)]
+
+
+@pytest.fixture()
+def versioned(tmp_path, params):
+    """A workspace's data as the cycles leave it: four nights' snapshots (the second one broken,
+    so validate rejects its batch), a replay buffer of older nights and the anchor training set."""
+    from pipelines.common import paths
+    from pipelines.common.records import write_jsonl
+
+    ws = tmp_path
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    for i, day in enumerate(days):
+        records = night(day, 30, offset=i * 100)
+        if day == "2026-01-02":
+            records = [{**r, "messages": []} for r in records]   # all quarantined: batch rejected
+        write_jsonl(ws / paths.SNAPSHOTS / f"{day}.jsonl", records)
+    older = [{**r, "_cycle": "2025-12-20"} for r in night("2025-12-20", 40, offset=1000)]
+    write_jsonl(ws / paths.NEXT_BUFFER, older)   # as the last cycle's dataset stage grew it
+    write_jsonl(ws / rb.rebase_data.ANCHOR_TRAIN, night("2025-01-01", 20, offset=5000))
+    return ws, days, older
+
+
+def test_the_rebase_mix_reads_the_buffer_and_the_recent_nights_cleaned_as_their_cycles_did(versioned, params):
+    from flows import rebase_data
+    from pipelines.common import paths
+    from pipelines.common.records import read_jsonl
+    from pipelines.data import dataset
+
+    ws, days, older = versioned
+    p = dataclasses.replace(params, rebase=dataclasses.replace(params.rebase, recent_nights=3,
+                                                                max_examples=10_000))
+    out = ws / "mix.jsonl"
+    mix = rebase_data.training_mix(p, ws, out)
+    train = list(read_jsonl(out))
+    # The three newest nights are read; the oldest is not, the rejected one is skipped.
+    assert set(mix["nights"]) == set(days[1:]) and mix["skipped_nights"] == ["2026-01-02"]
+    assert set(mix["data_versions"]) == {str(paths.NEXT_BUFFER), str(rebase_data.ANCHOR_TRAIN)} | {
+        f"data/snapshots/{d}.jsonl" for d in days[1:]}
+    cycles = {r.get("_cycle") for r in train if r["_source"] == "recent"}
+    assert cycles == {"2026-01-03", "2026-01-04"}, cycles
+    # Nothing the dataset split holds out, nor the buffer's replay set, is trained on.
+    ids = {str(r["id"]) for r in train}
+    recent = [str(r["id"]) for r in train if r["_source"] == "recent"]
+    assert recent and not any(dataset.held_out(i, p.seed, p.dataset.eval_fraction) for i in recent)
+    held = {str(r["id"]) for r in mix["replay_set"]}
+    assert held and not held & ids and held <= {str(r["id"]) for r in older}
+    assert mix["replay"] == len(older) - len(held)
+    assert mix["examples"] == len(train) == mix["replay"] + mix["recent"] + mix["anchor"]
+    assert len(ids) == len(train)   # one copy of each record
+    assert mix["anchor"] > 0 and not list(ws.glob("validated-*"))   # no validated copies left
+
+
+def test_past_the_budget_the_rebase_draws_evenly_over_nights_and_topics(versioned, params):
+    from flows import rebase_data
+    from pipelines.common.records import read_jsonl
+
+    ws, _, _ = versioned
+    p = dataclasses.replace(params, rebase=dataclasses.replace(params.rebase, recent_nights=14,
+                                                                max_examples=30))
+    mix = rebase_data.training_mix(p, ws, ws / "mix.jsonl")
+    learned = [r for r in read_jsonl(ws / "mix.jsonl") if r["_source"] != "anchor"]
+    assert len(learned) == 30 and mix["available"] > 30
+    per_cycle = {}
+    for r in learned:
+        per_cycle[r["_cycle"]] = per_cycle.get(r["_cycle"], 0) + 1
+    # Four cycles with records (the buffer's and the three clean nights): seven or eight each.
+    assert len(per_cycle) == 4 and max(per_cycle.values()) - min(per_cycle.values()) <= 2, per_cycle
+
+
 # --- nightshift base build --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -182,20 +261,36 @@ def test_rebase_registers_a_version_on_the_new_base_with_its_lineage(rebased):
     assert new.tags["nightshift.parent_version"] == "none"   # a fresh adapter, not continued
     assert new.tags["nightshift.rebase_reason"] == "a deeper base"
     read = json.loads(new.tags["nightshift.data_versions"])
-    assert set(read) == {"data/replay/buffer.jsonl", "data/dataset/train.jsonl",
+    assert set(read) == {"data/dataset/buffer.jsonl", f"data/snapshots/{DAY}.jsonl",
                          "data/anchor/anchor_train.jsonl"}
-    assert read["data/dataset/train.jsonl"] != "missing"
-    assert report["data"]["new"] > 0 and report["data"]["anchor"] > 0
+    assert read[f"data/snapshots/{DAY}.jsonl"] != "missing"
+    # The night's records are in the buffer the cycle grew: read from there, none twice.
+    assert report["data"]["replay"] > 0 and report["data"]["anchor"] > 0
+    assert report["data"]["nights"] == {DAY: report["data"]["recent"]}
 
 
 @pytest.mark.slow
 def test_the_report_compares_both_in_bits_per_byte_and_generation_checks(rebased):
-    _, report = rebased
-    for who in ("candidate", "champion"):
-        for s in ("new", "golden", "anchor"):
+    from registry import mlflow_registry as reg
+
+    ws, report = rebased
+    for who in ("candidate", "champion", "base", "champion_base"):
+        for s in ("new", "golden", "replay", "anchor"):
             assert 0 < report["bits_per_byte"][who][s] < 20, report["bits_per_byte"]
+    for who in ("candidate", "champion"):
         assert report["generations"][who]["pii_rate"] is not None
+    full = json.loads((ws / rb.REBASE_REPORT).read_text())   # --json leaves out the evaluation
+    assert full["evaluation"]["examples"]["replay"] > 0   # older records the fresh adapter never saw
+    assert 0 <= report["divergence"]["answer_similarity"] <= 1 and report["divergence"]["answers"] > 0
     assert any(c["check"] == "new.bits_per_byte change" for c in report["gate"]["checks"])
+    # The page a person reads, stored with the version: a chart and both models' answers.
+    page = (ws / rb.REBASE_HTML).read_text()
+    assert page.count("<img src=\"data:image/png;base64,") == 1 and "rebased adapter (new base)" in page
+    assert f"version {report['version']}" in page and "@champion (its base)" in page
+    p = wsp.load_params(ws)
+    run_id = reg.client(p.registry).get_model_version(MODEL_NAME, report["version"]).run_id
+    stored = {a.path for a in reg.client(p.registry).list_artifacts(run_id, "reports")}
+    assert {"reports/rebase.json", "reports/rebase.html"} <= stored, stored
 
 
 @pytest.mark.slow
@@ -218,6 +313,24 @@ def test_a_passing_rebase_moves_the_champion_and_params_names_the_new_base(rebas
 
 
 @pytest.mark.slow
+def test_the_next_cycle_continues_the_rebased_version_on_the_new_base(rebased):
+    import datetime as dt
+
+    from registry import mlflow_registry as reg
+
+    ws, report = rebased
+    day = dt.date.fromisoformat(DAY) + dt.timedelta(days=1)
+    write_day(ws, day, [])
+    out = nightshift("run", "--date", day.isoformat(), ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    p = wsp.load_params(ws)
+    new = reg.client(p.registry).get_model_version(MODEL_NAME, summary["version"])
+    assert new.tags["nightshift.base_model"] == str(ws.parent / "base2")
+    assert new.tags["nightshift.parent_version"] == report["version"]
+
+
+@pytest.mark.slow
 def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_trains_on_it(rebased):
     """Last in this module: it moves @champion back. The base follows the champion; `generate`
     loads the base the version names; the next night continues version 1 on the old base."""
@@ -227,6 +340,12 @@ def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_t
 
     ws, report = rebased
     old_base = "models/base"  # the workspace's own tiny base, before the rebase
+    p = wsp.load_params(ws)
+    if reg.resolve_alias(p.registry).version != report["version"]:
+        # The night after the rebase passed its gate: one rollback returns to the rebased
+        # version, on the same base, so params.yaml does not change.
+        out = nightshift("rollback", "--reason", "last night answers worse", ws=ws)
+        assert out.returncode == 0 and "base_model.model is now" not in out.stdout, out.stdout
     out = nightshift("rollback", "--reason", "the deeper base answers worse", ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
     p = wsp.load_params(ws)
@@ -238,7 +357,7 @@ def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_t
     assert rebased_answer.returncode == 0, rebased_answer.stderr
     assert rebased_answer.stdout.startswith(f"[{ws.parent / 'base2'} + {MODEL_NAME} version {report['version']}]")
 
-    next_day = dt.date.fromisoformat(DAY) + dt.timedelta(days=1)
+    next_day = dt.date.fromisoformat(DAY) + dt.timedelta(days=2)
     write_day(ws, next_day, [])
     out = nightshift("run", "--date", next_day.isoformat(), ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr

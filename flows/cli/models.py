@@ -160,6 +160,7 @@ def base_build(
     num_layers: Annotated[int | None, option(metavar="N", help="layers (default: base_model.num_layers)")] = None,
     vocab_size: Annotated[int | None, option(metavar="N", help="tokenizer vocabulary (default: base_model.vocab_size)")] = None,
     hidden_size: Annotated[int | None, option(metavar="N", help="width (default: base_model.hidden_size)")] = None,
+    pretrain_steps: Annotated[int | None, option(metavar="N", help="pre-training steps (default: base_model.pretrain_steps)")] = None,
     seed: Annotated[int | None, option(metavar="N", help="seed (default: the workspace's seed)")] = None,
     workspace: Workspace = ".",
     json_: Json = False,
@@ -175,7 +176,8 @@ def base_build(
     # Pre-training's progress lines go to stderr when stdout is for the JSON.
     with contextlib.redirect_stdout(sys.stderr if json_ else sys.stdout):
         result = rb.build_base(ws, out_dir.resolve(), num_layers=num_layers, vocab_size=vocab_size,
-                               hidden_size=hidden_size, seed=seed)
+                               hidden_size=hidden_size, pretrain_steps=pretrain_steps,
+                               seed=seed)
     if json_:
         print(json.dumps(result, indent=2))
         return

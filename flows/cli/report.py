@@ -87,11 +87,16 @@ def print_status(ws: Path, as_json: bool = False) -> None:
         print(f"No model registered yet under {st['model']!r}. Run `nightshift run` or `nightshift demo`.")
         return
     print(f"model {st['model']}: " + ", ".join(f"@{a} = version {v}" for a, v in st["aliases"].items()))
-    print(f"{'version':>7}  {'cycle':<10}  {'parent':>6}  {'gate':<8}  eval loss")
+    # A rebase's cycle is named rebase-<UTC time>: 22 characters; nightly cycles are dates.
+    width = max([10] + [len(v["cycle"] or "") for v in st["versions"]])
+    print(f"{'version':>7}  {'cycle':<{width}}  {'parent':>6}  {'gate':<8}  {'eval loss':<9}  base")
     for v in st["versions"]:
-        print(f"{v['version']:>7}  {v['cycle'] or '-':<10}  {v['parent'] or '-':>6}  "
-              f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-'}"
+        print(f"{v['version']:>7}  {v['cycle'] or '-':<{width}}  {v['parent'] or '-':>6}  "
+              f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-':<9}  {v.get('base_model') or '-'}"
               + (f"  ERASED DATA ({v['erased_data']})" if v.get("erased_data") else ""))
+    if len({v.get("base_model") for v in st["versions"]} - {None}) > 1:
+        print("eval loss is per token of each version's base: compare versions on different bases "
+              "by bits per byte (reports/rebase.html, the MLflow run metrics *.bits_per_byte).")
     if any(v.get("erased_data") for v in st["versions"]):
         print("ERASED DATA: the version learned from records `nightshift forget` erased since; "
               "retraining without them: `nightshift rebase --base <the current base>`.")

@@ -318,6 +318,8 @@ class DemoParams:
 @section
 class RebaseParams:
     max_bpb_increase: Annotated[float, Field(ge=0)]
+    recent_nights: Annotated[int, Field(ge=0)]
+    epochs: AtLeast1
     max_examples: AtLeast1
 
 
