@@ -5,10 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-ner.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install services demo test test-fast lock clean help
+.PHONY: install services demo demo-rebase test test-fast lock clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock requirements-ner.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP)  ## create .venv and install the tested versions
 
 demo: $(STAMP)  ## run the bundled sample through nightly cycles (in ./demo)
 	$(BIN)/nightshift demo
+
+demo-rebase: $(STAMP)  ## after `make demo`: rebase the line onto a second tiny base, a night on it, roll back
+	NIGHTSHIFT=$(BIN)/nightshift scripts/demo_rebase.sh demo
 
 services:  ## install PostgreSQL 15 and headless Chromium (Debian packages) for the tests
 	@scripts/services.sh

@@ -162,6 +162,22 @@ def test_a_batch_of_repeats_is_rejected_for_its_duplicate_rate(tmp_path, params,
                      tmp_path / "records.jsonl", tmp_path / "out", CYCLE)
 
 
+def test_one_redacted_question_from_many_people_is_not_a_repeat_but_from_one_person_it_is(tmp_path, params):
+    """Redaction leaves one text for the same question asked by different people; the salted
+    hashes of who each record is about (metadata.subjects) tell them apart."""
+    def asked_by(i, subject):
+        record = good(i)
+        return {**record, "messages": [{"role": "user", "content": "My email is <EMAIL_ADDRESS_1>. Help?"},
+                                       {"role": "assistant", "content": "A reset link is on its way."}],
+                "metadata": {**record.get("metadata", {}), "subjects": [subject]}}
+
+    many_people = [asked_by(i, f"hash-of-person-{i}") for i in range(10)]
+    one_person_again = [asked_by(10 + i, "hash-of-person-0") for i in range(3)]
+    write_jsonl(tmp_path / "records.jsonl", many_people + one_person_again)
+    report = validate.run(params.validate, tmp_path / "records.jsonl", tmp_path / "out", CYCLE)
+    assert report["exact_duplicates"] == 3 and report["clean"] == 13
+
+
 def test_the_user_message_length_distribution_is_checked_on_clean_records(tmp_path, params, replace):
     def asking(i, n):
         return {**good(i), "messages": [{"role": "user", "content": f"{i:03d}" + "q" * (n - 3)},
