@@ -51,5 +51,4 @@ done
 
 step "The next night trains on the first base again"
 "$NIGHTSHIFT" demo --workspace "$WS" --cycles 1
-"$NIGHTSHIFT" status --workspace "$WS"
 echo "($((SECONDS - started)) s)"

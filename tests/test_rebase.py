@@ -222,6 +222,18 @@ def test_base_build_makes_a_base_of_the_asked_shape_and_vocabulary(workspace, tm
     assert refused.returncode == 1 and "vocab_size" in refused.stderr, refused.stderr
 
 
+def test_a_base_built_inside_the_workspace_is_versioned_with_dvc_not_git(workspace):
+    out = nightshift("base", "build", str(workspace / "models/small"), "--num-layers", "1",
+                     "--pretrain-steps", "5", "--json", ws=workspace)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["versioned"] == "models/small.dvc"
+    assert wsp.git(workspace, "status", "--porcelain").strip() == ""
+    tracked = wsp.git(workspace, "ls-files", "models").split()
+    assert "models/small.dvc" in tracked and not any(t.startswith("models/small/") for t in tracked)
+    assert "/small" in (workspace / "models/.gitignore").read_text().splitlines()
+    assert "base build: models/small" in wsp.git(workspace, "log", "-1", "--format=%s")
+
+
 # --- nightshift rebase, end to end ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -114,11 +114,16 @@ def test_cli_rollback_and_history(workspace):
     (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {}}))
     run = lambda *a: subprocess.run([sys.executable, "-m", "flows.cli", *a, "--workspace", str(ws)],  # noqa: E731
                                     capture_output=True, text=True)
-    out = run("rollback", "--reason", "bad release")
+    out = run("rollback", "--reason", "bad release, reported by maria.garcia@example.com")
     assert out.returncode == 0, out.stderr
     assert "version 2 -> 1" in out.stdout
     moves = json.loads(run("history", "--json").stdout)
-    assert moves[-1]["kind"] == "rollback" and moves[-1]["why"] == "bad release"
+    # A person's reason rests in the history redacted, like forget's and rebase's.
+    assert moves[-1]["kind"] == "rollback" and moves[-1]["why"] == "bad release, reported by <EMAIL_ADDRESS_1>"
+    out = run("promote", "2", "--reason", "Maria Garcia checked it again")
+    assert out.returncode == 0, out.stderr
+    moves = json.loads(run("history", "--json").stdout)
+    assert moves[-1]["kind"] == "promote" and "Maria" not in moves[-1]["why"], moves[-1]
     assert run("rollback").returncode != 0  # a reason is required
 
 

@@ -64,10 +64,11 @@ def promote(
     force: Annotated[bool, option("--force", help="promote even a version the gate rejected")] = False,
     workspace: Workspace = ".",
 ) -> None:
-    """Promote a registered version by hand; recorded in the history."""
+    """Promote a registered version by hand; recorded in the history (the reason redacted)."""
     from registry import history as hist
 
     ws, p = workspace_params(workspace)
+    reason = redacted_reason(p, reason)
     try:
         move = hist.promote(p.registry, version, reason, alias=alias, force=force)
     except hist.RegistryError as exc:
@@ -90,6 +91,7 @@ def rollback(
     from registry import history as hist
 
     ws, p = workspace_params(workspace)
+    reason = redacted_reason(p, reason)
     try:
         move = hist.rollback(p.registry, reason)
     except hist.RegistryError as exc:
@@ -97,6 +99,14 @@ def rollback(
     print(f"@champion rolled back: version {move.from_version} -> {move.to_version} ({reason}). "
           "The next cycle trains from version " + move.to_version + ".")
     _follow_champion_base(ws, p)
+
+
+def redacted_reason(p, reason: str) -> str:
+    """A person's reason, redacted like forget's and rebase's before the history stores it:
+    "Maria Garcia says it leaked her address" is a natural reason for a rollback."""
+    from flows.forget import redact_reason
+
+    return redact_reason(p, reason)
 
 
 def _follow_champion_base(ws, p) -> None:
