@@ -255,7 +255,9 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
             # The workspace follows the champion: the next night continues on the new base.
             set_base_model(ws / "params.yaml", named)
             wsp.git(ws, "add", "params.yaml", ".gitignore")
-            wsp.git(ws, "commit", "-q", "-m", f"base_model.model: {named} ({why}; version {version})")
+            # Onto the base params.yaml names already (a retrain after `forget`): nothing to commit.
+            if wsp.git(ws, "diff", "--cached", "--name-only").strip():
+                wsp.git(ws, "commit", "-q", "-m", f"base_model.model: {named} ({why}; version {version})")
         report.update({"version": version, "alias": alias, "outcome": outcome,
                        "params_base_model": wsp.load_params(ws).base_model.model})
         write_json(ws / REBASE_REPORT, report)

@@ -344,7 +344,7 @@ def test_the_next_cycle_continues_the_rebased_version_on_the_new_base(rebased):
 
 @pytest.mark.slow
 def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_trains_on_it(rebased):
-    """Last in this module: it moves @champion back. The base follows the champion; `generate`
+    """It moves @champion back. The base follows the champion; `generate`
     loads the base the version names; the next night continues version 1 on the old base."""
     import datetime as dt
 
@@ -377,3 +377,22 @@ def test_a_rollback_across_the_rebase_restores_the_old_base_and_the_next_cycle_t
     new = reg.client(p.registry).get_model_version(MODEL_NAME, summary["version"])
     assert new.tags["nightshift.base_model"] == old_base
     assert new.tags["nightshift.parent_version"] == report["rebased_from"]
+
+
+@pytest.mark.slow
+def test_a_rebase_onto_the_base_params_names_already_moves_the_champion_and_leaves_params_as_it_is(rebased):
+    """Last in this module: the retrain from scratch after `nightshift forget` (params.yaml names
+    the base already, so there is nothing to commit)."""
+    from registry import mlflow_registry as reg
+
+    ws, _ = rebased
+    before = wsp.git(ws, "rev-parse", "HEAD").strip()
+    out = nightshift("rebase", "--base", "models/base", "--reason", "retrain from scratch", "--json", ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["gate"]["passed"] and report["alias"] == "champion", report["outcome"]
+    p = wsp.load_params(ws)
+    assert reg.resolve_alias(p.registry).version == report["version"]
+    assert p.base_model.model == "models/base"
+    assert wsp.git(ws, "rev-parse", "HEAD").strip() == before
+    assert wsp.git(ws, "status", "--porcelain").strip() == ""
