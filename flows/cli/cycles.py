@@ -97,3 +97,25 @@ def serve(workspace: Workspace = ".") -> None:
         pass
     print(f"nightshift serve: stopped. The deployment nightly/{p.schedule.deployment} stays on the "
           "Prefect server with its schedule paused; `nightshift serve` resumes it.")
+
+
+@command(app, "serve-model", "answer chats with @champion (OpenAI API); follows the registry")
+def serve_model(
+    host: Annotated[str | None, option(metavar="HOST", help="address to bind (default: serving.host)")] = None,
+    port: Annotated[int | None, option(metavar="PORT", help="port (default: serving.port)")] = None,
+    workspace: Workspace = ".",
+) -> None:
+    """Serve an OpenAI-compatible chat API (POST /v1/chat/completions, GET /v1/models) with the
+    workspace's base model and the @champion adapter. An alias move (a cycle, `nightshift
+    rollback`, the MLflow UI) is followed within serving.poll_seconds; every answer names its
+    version. Exchanges are logged to ingest.url for tonight's cycle unless a request opts out
+    ("store": false). Loopback by default; another address needs NIGHTSHIFT_API_KEY."""
+    from flows.serving import server
+
+    ws, p = workspace_params(workspace)
+    try:
+        server.serve(ws, p, host or p.serving.host, port or p.serving.port)
+    except server.ServeModelError as exc:
+        raise SystemExit(f"nightshift serve-model: {exc}")
+    except KeyboardInterrupt:
+        pass

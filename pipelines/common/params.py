@@ -324,6 +324,15 @@ class RebaseParams:
 
 
 @section
+class ServingParams:
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    poll_seconds: Annotated[float, Field(gt=0)]
+    max_new_tokens: AtLeast1
+    log_exchanges: bool
+
+
+@section
 class Params:
     seed: int
     base_model: BaseModelParams
@@ -344,6 +353,7 @@ class Params:
     notify: NotifyParams
     demo: DemoParams
     rebase: RebaseParams
+    serving: ServingParams
 
     def __post_init__(self):
         if self.nightly.min_new_examples < self.validate.min_records:

@@ -1,0 +1,95 @@
+"""Which adapter answers: the version an alias (@champion) points to now, followed.
+
+The follower asks the registry where the alias points every `serving.poll_seconds` (the
+pipeline, the CLI and a person in the MLflow UI all move it through the registry). When it moved,
+the new version's adapter is downloaded and loaded, on the base that version was trained on
+(its `base_model` tag: a rollback across a rebase brings its base back too), beside the one that
+is answering; only once it loaded is it swapped in, by replacing one reference. A request holds
+the `Loaded` it started with, so it finishes on that adapter; a version that fails to download
+or load leaves the old one answering, and the failure is logged and retried at the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows import workspace as wsp
+from pipelines.common import params as params_mod
+
+log = logging.getLogger("nightshift.serving")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One version, ready to answer: its base with its adapter."""
+    version: str
+    base_model: str
+    model: object = field(repr=False)
+    tokenizer: object = field(repr=False)
+    loaded_at: float = field(default_factory=time.time)
+    # One answer at a time per model: generation on a CPU uses every core already.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Follower:
+    def __init__(self, ws: Path, p: params_mod.Params, scratch: Path, alias: str = "champion"):
+        """`scratch`: a folder of the server's own for the downloaded adapters (outside the
+        workspace, whose cycles commit what is in it)."""
+        self.ws, self.p, self.scratch, self.alias = ws, p, scratch, alias
+        self.current: Loaded | None = None
+        self.last_error: str | None = None
+        self._check = threading.Lock()   # one check (and load) at a time
+
+    def load(self, version: str, source: str, tags: dict) -> Loaded:
+        """Download and load one version beside the one answering."""
+        from flows import rebase as rb
+        from pipelines.common import modeling
+        from registry import mlflow_registry as reg
+
+        adapter = self.scratch / version
+        reg.download_adapter(self.p.registry, source, adapter)
+        named = rb.version_base(self.p, tags)
+        base = wsp.model_path(self.ws, named)
+        model = modeling.load_with_adapter(base, self.p.train.quantization, adapter, trainable=False)
+        model.eval()
+        return Loaded(version=version, base_model=named, model=model,
+                      tokenizer=modeling.load_tokenizer(base))
+
+    def check(self) -> bool:
+        """Follow the alias once: True when another version now answers."""
+        from registry import mlflow_registry as reg
+
+        with self._check:
+            target = reg.resolve_alias(self.p.registry, self.alias)
+            if target is None or (self.current and self.current.version == target.version):
+                return False
+            try:
+                loaded = self.load(target.version, target.source, target.tags)
+            except Exception as exc:   # a broken version never leaves the server without a model
+                self.last_error = f"version {target.version} did not load: {type(exc).__name__}: {exc}"
+                log.error("%s; version %s keeps answering", self.last_error,
+                          self.current.version if self.current else "none")
+                return False
+            previous, self.current, self.last_error = self.current, loaded, None
+            log.warning("@%s is version %s (on %s): it answers from now on%s", self.alias,
+                        loaded.version, loaded.base_model,
+                        f", instead of version {previous.version}" if previous else "")
+            if previous:
+                # Its requests in flight hold it; its files are not needed once it is loaded.
+                shutil.rmtree(self.scratch / previous.version, ignore_errors=True)
+            return True
+
+    def follow(self, stop: threading.Event) -> None:
+        """Check every `serving.poll_seconds` until `stop` is set; a registry that does not
+        answer is logged and asked again next time."""
+        while not stop.wait(self.p.serving.poll_seconds):
+            try:
+                self.check()
+            except Exception as exc:
+                log.error("the registry did not answer (%s: %s); asking again in %s s",
+                          type(exc).__name__, exc, self.p.serving.poll_seconds)

@@ -1,0 +1,81 @@
+"""`nightshift serve-model`: the chat API on the workspace's @champion, following the registry.
+
+Loads @champion first (a workspace with none yet answers 503 until a cycle registers one), then
+serves with uvicorn while a thread follows the alias (`flows.serving.follower`). Loopback by
+default; binding any other address needs NIGHTSHIFT_API_KEY, which every request must then
+carry as a bearer token.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from flows.serving.api import create_app
+from flows.serving.exchange_log import ExchangeLog
+from flows.serving.follower import Follower
+from pipelines.common import params as params_mod
+
+API_KEY_ENV = "NIGHTSHIFT_API_KEY"
+
+
+class ServeModelError(RuntimeError):
+    """The server cannot start as asked (an open address without a key)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:   # a host name other than localhost: treat as reachable from outside
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    if not api_key and not is_loopback(host):
+        raise ServeModelError(
+            f"refusing to serve on {host} without an API key: anyone who reaches it could use the "
+            f"model and write into tonight's training log. Set {API_KEY_ENV} (clients then send "
+            f"`Authorization: Bearer $" + API_KEY_ENV + "`), or serve on 127.0.0.1.")
+
+
+def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> None:
+    import uvicorn
+
+    api_key = os.environ.get(API_KEY_ENV) or None
+    check_exposure(host, api_key)
+    logger = logging.getLogger("nightshift.serving")
+    if not logger.handlers:   # the follower's swaps and load errors, timestamped, on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    scratch = Path(tempfile.mkdtemp(prefix="nightshift-serving-"))
+    follower = Follower(ws, p, scratch)
+    exchanges = ExchangeLog(ws, p.ingest) if p.serving.log_exchanges else None
+    stop = threading.Event()
+    try:
+        follower.check()
+        if follower.current:
+            log(f"serving {p.registry.model_name} version {follower.current.version} "
+                f"(@champion, on {follower.current.base_model})")
+        else:
+            log(f"no @champion yet: answering 503 until a cycle registers one "
+                f"({follower.last_error or 'nothing registered'})")
+        log(f"following @champion every {p.serving.poll_seconds} s; exchanges "
+            + (f"logged to {exchanges.where()}" if exchanges else "not logged (serving.log_exchanges: false)"))
+        log(f"OpenAI-compatible API at http://{host}:{port}/v1 (Ctrl-C stops)")
+        threading.Thread(target=follower.follow, args=(stop,), daemon=True, name="follower").start()
+        uvicorn.run(create_app(p, follower, exchanges, api_key), host=host, port=port,
+                    log_level="warning", access_log=False)
+    finally:
+        stop.set()
+        if exchanges:
+            exchanges.close()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,229 @@
+"""`nightshift serve-model`: the OpenAI-compatible API on @champion, following the registry, and
+the exchanges it logs for tonight's cycle."""
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows import workspace as wsp
+from flows.serving import exchange_log, server
+from pipelines.common.records import read_jsonl
+from tests.conftest import write_tiny_params
+from tests.test_forget import SHORT, write_day
+
+MODEL_NAME = "nightshift-adapter"
+
+
+# --- binding and the log, without a model -----------------------------------------------------
+
+def test_an_open_address_needs_an_api_key_and_loopback_does_not():
+    server.check_exposure("127.0.0.1", None)
+    server.check_exposure("::1", None)
+    server.check_exposure("localhost", None)
+    server.check_exposure("0.0.0.0", "a-key")
+    for host in ("0.0.0.0", "10.1.2.3", "example.com"):
+        with pytest.raises(server.ServeModelError, match="NIGHTSHIFT_API_KEY"):
+            server.check_exposure(host, None)
+
+
+def record(i: int, ts: dt.datetime) -> dict:
+    return {"id": f"chatcmpl-{i}", "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "messages": [{"role": "user", "content": f"question {i}"},
+                         {"role": "assistant", "content": "answer"}], "feedback": None,
+            "metadata": {"adapter_version": "3"}}
+
+
+def test_exchanges_go_to_the_days_jsonl_file_as_whole_lines_that_ingest_reads(tmp_path, params):
+    from pipelines.data import ingest
+
+    log = exchange_log.ExchangeLog(tmp_path, params.ingest)   # ingest.url: logs
+    day1 = dt.datetime(2026, 3, 1, 23, 59, 59, tzinfo=dt.timezone.utc)
+    day2 = day1 + dt.timedelta(seconds=2)
+    threads = [threading.Thread(target=log.write, args=(record(i, day1), day1)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.write(record(99, day2), day2)
+    lines = list(ingest.read_jsonl_source(tmp_path / "logs"))
+    assert len(lines) == 21 and all(json.loads(line.raw)["messages"] for line in lines)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["2026-03-01.jsonl", "2026-03-02.jsonl"]
+    assert oct((tmp_path / "logs/2026-03-01.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_exchanges_go_to_the_sql_table_ingest_reads(tmp_path, params, replace):
+    from pipelines.data import ingest
+
+    url = f"sqlite:///{tmp_path / 'interactions.db'}"
+    log = exchange_log.ExchangeLog(tmp_path, replace(params.ingest, url=url))
+    ts = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+    log.write(record(1, ts), ts)
+    log.write(record(2, ts), ts)
+    log.close()
+    rows = list(ingest.read_sql_source(url, "interactions", ts - dt.timedelta(hours=1),
+                                       ts + dt.timedelta(hours=1), 100))
+    assert [json.loads(r.raw)["id"] for r in rows] == ["chatcmpl-1", "chatcmpl-2"]
+
+
+# --- a served workspace after real cycles -------------------------------------------------------
+
+def nightshift(*args, ws: Path):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--workspace", str(ws)],
+                          capture_output=True, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Two real cycles (versions 1 and 2, @champion on 2), then `nightshift serve-model`
+    following the registry every second."""
+    from registry import mlflow_registry as reg
+
+    ws = wsp.init(tmp_path_factory.mktemp("serve") / "ws")
+    write_tiny_params(ws / "params.yaml", **{**SHORT, "base_model.corpus_records": 200,
+                                             "base_model.pretrain_steps": 60,
+                                             "serving.poll_seconds": 1.0})
+    wsp.git(ws, "commit", "-q", "-am", "tiny params")
+    for day in ("2026-01-05", "2026-01-06"):
+        write_day(ws, dt.date.fromisoformat(day), [])
+        out = nightshift("run", "--date", day, ws=ws)
+        assert out.returncode == 0, out.stdout + out.stderr
+    p = wsp.load_params(ws)
+    if reg.resolve_alias(p.registry).version != "2":
+        out = nightshift("promote", "2", "--force", "--reason", "two versions to follow", ws=ws)
+        assert out.returncode == 0, out.stderr
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve-model", "--port", str(port),
+                             "--workspace", str(ws)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).json()["version"]:
+                break
+        except httpx.HTTPError:
+            assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("serve-model did not answer within 120 s:\n" + proc.stdout.read())
+    yield ws, url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def chat(url: str, text: str, headers: dict | None = None, **extra) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": 8, **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60, headers=headers)
+
+
+def logged(ws: Path) -> list[dict]:
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    file = ws / "logs" / f"{today}.jsonl"
+    return list(read_jsonl(file)) if file.exists() else []
+
+
+@pytest.mark.slow
+def test_an_answer_names_the_champions_version(served):
+    ws, url = served
+    answer = chat(url, "Where is my order?", user="u-1")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == f"{MODEL_NAME}/2" and answer.headers["x-nightshift-version"] == "2"
+    assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["usage"]["completion_tokens"] <= 8
+    assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == f"{MODEL_NAME}/2"
+    assert chat(url, "hi", stream=True).status_code == 400
+
+
+@pytest.mark.slow
+def test_exchanges_are_logged_with_their_version_and_an_opted_out_one_nowhere(served):
+    ws, url = served
+    assert chat(url, "logged question 7f3a", user="u-42", metadata={"conversation_id": "c-1"}).status_code == 200
+    assert chat(url, "private question 9c1e", store=False).status_code == 200
+    assert chat(url, "private question 5d2b", headers={"X-Nightshift-Opt-Out": "1"}).status_code == 200
+    records = logged(ws)
+    [mine] = [r for r in records if "7f3a" in r["messages"][0]["content"]]
+    assert mine["metadata"]["adapter_version"] == "2" and mine["metadata"]["user_id"] == "u-42"
+    assert mine["metadata"]["conversation_id"] == "c-1" and mine["metadata"]["latency_ms"] > 0
+    assert mine["messages"][-1]["role"] == "assistant"
+    # Opted out: in no file of the workspace, and not in the server's own output either.
+    for private in ("9c1e", "5d2b"):
+        found = subprocess.run(["grep", "-rl", f"private question {private}", str(ws)],
+                               capture_output=True, text=True)
+        assert found.stdout == "", found.stdout
+
+
+@pytest.mark.slow
+def test_a_rollback_is_followed_within_seconds_and_no_request_fails_during_the_swap(served):
+    ws, url = served
+    results, stop = [], threading.Event()
+
+    def keep_asking():
+        while not stop.is_set():
+            # Not logged: hundreds of one question would be a looping client to validate.
+            answer = chat(url, "Can I return the lamp?", store=False)
+            results.append((answer.status_code, answer.headers.get("x-nightshift-version")))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        time.sleep(1)
+        started = time.time()   # the alias moves while the command runs (it loads params, syncs history)
+        out = nightshift("rollback", "--reason", "answers got worse", ws=ws)
+        assert out.returncode == 0, out.stderr
+        deadline = time.time() + 10
+        while time.time() < deadline and not (results and results[-1][1] == "1"):
+            time.sleep(0.2)
+        followed = time.time() - started
+    finally:
+        stop.set()
+        asker.join()
+    assert results[-1][1] == "1", results[-5:]
+    print(f"rollback command started {followed:.1f} s before the first answer from version 1; "
+          f"{len(results)} requests during the swap")
+    assert all(status == 200 for status, _ in results), results
+    assert {v for _, v in results} == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_an_alias_moved_outside_nightshift_is_followed_too(served):
+    """As the MLflow UI does it: the registry's own API sets the alias."""
+    from registry import mlflow_registry as reg
+
+    ws, url = served
+    p = wsp.load_params(ws)
+    reg.client(p.registry).set_registered_model_alias(MODEL_NAME, "champion", "2")
+    deadline = time.time() + 10
+    while time.time() < deadline and chat(url, "hello").json()["model"] != f"{MODEL_NAME}/2":
+        time.sleep(0.2)
+    assert chat(url, "hello").json()["model"] == f"{MODEL_NAME}/2"
+
+
+@pytest.mark.slow
+def test_the_next_cycle_pulls_what_the_server_answered(served):
+    """Last: a cycle for today's exchanges snapshots them, redacted, with their versions."""
+    ws, url = served
+    assert chat(url, "My email is dana.example@mail.com, where is order 5521?").status_code == 200
+    today = dt.datetime.now(dt.timezone.utc).date()
+    out = nightshift("run", "--date", today.isoformat(), ws=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    snapshot = list(read_jsonl(ws / "data/snapshots" / f"{today}.jsonl"))
+    served_records = [r for r in snapshot if r.get("metadata", {}).get("source") == "nightshift serve-model"]
+    assert len(served_records) == len(logged(ws)) >= 3
+    assert {r["metadata"]["adapter_version"] for r in served_records} <= {"1", "2"}
+    assert not any("dana.example@mail.com" in json.dumps(r) for r in snapshot)
