@@ -61,7 +61,10 @@ def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> No
     exchanges = ExchangeLog(ws, p.ingest) if p.serving.log_exchanges else None
     stop = threading.Event()
     try:
-        follower.check()
+        try:
+            follower.check()
+        except Exception as exc:   # a registry down at start: serve 503 and keep asking
+            follower.last_error = f"the registry did not answer: {type(exc).__name__}: {exc}"
         if follower.current:
             log(f"serving {p.registry.model_name} version {follower.current.version} "
                 f"(@champion, on {follower.current.base_model})")

@@ -434,6 +434,10 @@ def describe(exc: pydantic.ValidationError, root: type, where: str = "") -> str:
         else:
             what = next((v for k, v in _KINDS.items() if kind.startswith(k)), error["msg"])
             messages.append(f"params.yaml: {key} must be {what}, not {value!r}")
+    if any(m.startswith("missing key") for m in messages):
+        # Most often a workspace made before a release added a section or a key.
+        messages.append("a key a newer nightshift added is copied, with its comment, from the "
+                        "project's params.yaml")
     return "; ".join(dict.fromkeys(messages))
 
 
