@@ -71,6 +71,11 @@ def test_exchanges_go_to_the_sql_table_ingest_reads(tmp_path, params, replace):
     rows = list(ingest.read_sql_source(url, "interactions", ts - dt.timedelta(hours=1),
                                        ts + dt.timedelta(hours=1), 100))
     assert [json.loads(r.raw)["id"] for r in rows] == ["chatcmpl-1", "chatcmpl-2"]
+    # `nightshift status` counts only what the server logged, per version.
+    assert exchange_log.served_counts(tmp_path, replace(params.ingest, url=url)) == {}
+    log.write({**record(3, ts), "metadata": {"adapter_version": "4", "source": exchange_log.SOURCE}}, ts)
+    log.close()
+    assert exchange_log.served_counts(tmp_path, replace(params.ingest, url=url)) == {"4": 1}
 
 
 # --- a served workspace after real cycles -------------------------------------------------------
@@ -161,6 +166,10 @@ def test_exchanges_are_logged_with_their_version_and_an_opted_out_one_nowhere(se
     assert mine["metadata"]["adapter_version"] == "2" and mine["metadata"]["user_id"] == "u-42"
     assert mine["metadata"]["conversation_id"] == "c-1" and mine["metadata"]["latency_ms"] > 0
     assert mine["messages"][-1]["role"] == "assistant"
+    # `nightshift status` counts the logged answers per version.
+    status = nightshift("status", "--json", ws=ws)
+    assert json.loads(status.stdout)["served"]["2"] == len(logged(ws)) >= 1, status.stdout
+    assert "version 2:" in nightshift("status", ws=ws).stdout
     # Opted out: in no file of the workspace, and not in the server's own output either.
     for private in ("9c1e", "5d2b"):
         found = subprocess.run(["grep", "-rl", f"private question {private}", str(ws)],

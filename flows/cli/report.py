@@ -77,9 +77,13 @@ def print_summary(summary: dict | CycleSummary) -> None:
 
 
 def print_status(ws: Path, as_json: bool = False) -> None:
+    from flows.serving.exchange_log import served_counts
     from registry import mlflow_registry as reg
 
-    st = reg.status(wsp.load_params(ws).registry)
+    p = wsp.load_params(ws)
+    st = reg.status(p.registry)
+    # What `nightshift serve-model` answered with each version, as logged in the source.
+    st["served"] = served_counts(ws, p.ingest)
     if as_json:
         print(json.dumps(st, indent=2))
         return
@@ -94,6 +98,10 @@ def print_status(ws: Path, as_json: bool = False) -> None:
         print(f"{v['version']:>7}  {v['cycle'] or '-':<{width}}  {v['parent'] or '-':>6}  "
               f"{v['gate'] or '-':<8}  {v['eval_loss'] or '-':<9}  {v.get('base_model') or '-'}"
               + (f"  ERASED DATA ({v['erased_data']})" if v.get("erased_data") else ""))
+    if st["served"]:
+        newest_first = sorted(st["served"].items(), key=lambda kv: kv[0].zfill(12), reverse=True)
+        print("served    " + ", ".join(f"version {v}: {n} answers" for v, n in newest_first)
+              + f" (logged by serve-model in {p.ingest.url})")
     if len({v.get("base_model") for v in st["versions"]} - {None}) > 1:
         print("eval loss is per token of each version's base: compare versions on different bases "
               "by bits per byte (reports/rebase.html, the MLflow run metrics *.bits_per_byte).")

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from flows.serving.exchange_log import ExchangeLog
+from flows.serving.exchange_log import SOURCE, ExchangeLog
 from flows.serving.follower import Follower, Loaded
 from pipelines.common import params as params_mod
 
@@ -123,7 +123,7 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         if exchanges is not None and not opted_out:
             metadata = {"adapter_version": loaded.version, "base_model": loaded.base_model,
                         "latency_ms": latency_ms, "conversation_id": conversation,
-                        "source": "nightshift serve-model"}
+                        "source": SOURCE}
             if body.user:
                 metadata["user_id"] = body.user
             record = {"id": response_id, "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -23,6 +23,8 @@ from pathlib import Path
 from pipelines.common import params as params_mod
 from pipelines.data.ingest import is_sql_url
 
+SOURCE = "nightshift serve-model"   # metadata.source of every exchange the server logs
+
 
 class ExchangeLog:
     def __init__(self, ws: Path, p: params_mod.IngestParams):
@@ -70,3 +72,43 @@ class ExchangeLog:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def served_counts(ws: Path, p: params_mod.IngestParams) -> dict[str, int]:
+    """How many logged answers each adapter version gave, read from the source (`ingest.url`):
+    every exchange `serve-model` logged there, pulled by a cycle or not. Reads each JSONL line
+    that names the server, or the table's rows that do."""
+    counts: dict[str, int] = {}
+
+    def count(raw: str | bytes) -> None:
+        try:
+            metadata = json.loads(raw).get("metadata") or {}
+        except (ValueError, AttributeError):
+            return
+        if metadata.get("source") == SOURCE:
+            version = str(metadata.get("adapter_version"))
+            counts[version] = counts.get(version, 0) + 1
+
+    if is_sql_url(p.url):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(p.url)
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(p.table):
+                    return {}
+                table = sa.Table(p.table, sa.MetaData(), autoload_with=conn)
+                for (raw,) in conn.execute(sa.select(table.c.record).where(table.c.record.contains(SOURCE))):
+                    count(raw)
+        finally:
+            engine.dispose()
+        return counts
+    path = ws / p.url
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.exists() else []
+    marker = SOURCE.encode()
+    for file in files:
+        with open(file, "rb") as f:
+            for line in f:
+                if marker in line:
+                    count(line)
+    return counts
