@@ -34,6 +34,24 @@ def test_an_open_address_needs_an_api_key_and_loopback_does_not():
             server.check_exposure(host, None)
 
 
+def test_with_an_api_key_every_v1_request_needs_it_and_no_champion_is_a_503(tmp_path, params):
+    from fastapi.testclient import TestClient
+
+    from flows.serving.api import create_app
+    from flows.serving.follower import Follower
+
+    follower = Follower(tmp_path, params, tmp_path / "scratch")   # nothing loaded yet
+    client = TestClient(create_app(params, follower, None, api_key="s3cret-key"))
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    answer = client.get("/v1/models", headers={"Authorization": "Bearer s3cret-key"})
+    assert answer.status_code == 503 and "nightshift run" in answer.json()["detail"]
+    chat = client.post("/v1/chat/completions", headers={"Authorization": "Bearer s3cret-key"},
+                       json={"messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 503
+    assert client.get("/health").json()["version"] is None   # open: it names no data
+
+
 def record(i: int, ts: dt.datetime) -> dict:
     return {"id": f"chatcmpl-{i}", "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "messages": [{"role": "user", "content": f"question {i}"},
