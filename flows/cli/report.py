@@ -100,7 +100,7 @@ def print_status(ws: Path, as_json: bool = False) -> None:
               + (f"  ERASED DATA ({v['erased_data']})" if v.get("erased_data") else ""))
     if st["served"]:
         newest_first = sorted(st["served"].items(), key=lambda kv: kv[0].zfill(12), reverse=True)
-        print("served    " + ", ".join(f"version {v}: {n} answers" for v, n in newest_first)
+        print("served    " + ", ".join(f"version {v}: {n} answer{'' if n == 1 else 's'}" for v, n in newest_first)
               + f" (logged by serve-model in {p.ingest.url})")
     if len({v.get("base_model") for v in st["versions"]} - {None}) > 1:
         print("eval loss is per token of each version's base: compare versions on different bases "

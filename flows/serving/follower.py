@@ -76,7 +76,7 @@ class Follower:
                           self.current.version if self.current else "none")
                 return False
             previous, self.current, self.last_error = self.current, loaded, None
-            log.warning("@%s is version %s (on %s): it answers from now on%s", self.alias,
+            log.info("@%s is version %s (on %s): it answers from now on%s", self.alias,
                         loaded.version, loaded.base_model,
                         f", instead of version {previous.version}" if previous else "")
             if previous:
