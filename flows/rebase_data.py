@@ -64,11 +64,7 @@ def learnable(p: params_mod.Params, records: list[dict], buffer: list[dict], cyc
     of the buffer), no excluded feedback, nothing the split holds out. Tagged with their cycle."""
     from pipelines.data import dataset
 
-    records, _ = dataset.deduplicate(records)
-    records, _, _ = dataset.near_deduplicate(records, buffer, p.dataset)
-    return [{**r, "_cycle": cycle} for r in records
-            if r.get("feedback") not in p.dataset.exclude_feedback
-            and not dataset.held_out(str(r["id"]), p.seed, p.dataset.eval_fraction)]
+    return [{**r, "_cycle": cycle} for r in dataset.split_new(records, buffer, p.dataset, p.seed)["train"]]
 
 
 def replay_held_out(p: params_mod.Params, buffer_file: Path) -> list[dict]:

@@ -54,18 +54,11 @@ def model_id(p: params_mod.Params, loaded: Loaded) -> str:
 
 
 def answer(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> tuple[str, int, int]:
-    """The greedy answer, with the prompt's and the answer's token counts."""
-    import torch
+    """The greedy answer, with the prompt's and the answer's token counts; one at a time per model."""
+    from pipelines.common.modeling import reply_counted
 
-    tokenizer, model = loaded.tokenizer, loaded.model
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
-                                           return_tensors="pt").to(model.device)
-    with loaded.lock, torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    prompt_tokens = inputs["input_ids"].shape[1]
-    new = output[0, prompt_tokens:]
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), prompt_tokens, len(new)
+    with loaded.lock:
+        return reply_counted(loaded.model, loaded.tokenizer, messages, max_new_tokens)
 
 
 def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog | None,

@@ -192,14 +192,25 @@ def bits_per_byte(model, examples: list[dict], batch_size: int, pad_token_id: in
 
 
 @torch.no_grad()
-def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
-    """The assistant's next message after `messages`, greedy, through the chat template."""
+def reply_counted(model, tokenizer, messages: list[dict], max_new_tokens: int) -> tuple[str, int, int]:
+    """The assistant's next message after `messages`, greedy, through the chat template, with
+    the prompt's and the answer's token counts."""
+    import torch
+
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                            return_tensors="pt").to(model.device)
     model.eval()
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    prompt_tokens = inputs["input_ids"].shape[1]
+    new = output[0, prompt_tokens:]
+    return tokenizer.decode(new, skip_special_tokens=True).strip(), prompt_tokens, len(new)
+
+
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
+    """The assistant's next message after `messages`, greedy, through the chat template."""
+    return reply_counted(model, tokenizer, messages, max_new_tokens)[0]
 
 
 def generate(model, tokenizer, prompt: str, max_new_tokens: int, system: str | None = None) -> str:

@@ -216,6 +216,20 @@ def mix_sizes(n_new: int, buffered: int, anchors: int, replay: params_mod.Replay
     return min(replayable, round(total * replay.ratio)), min(anchors, round(total * replay.anchor_ratio))
 
 
+def split_new(records: list[dict], buffer: list[dict], p: params_mod.DatasetParams, seed: int) -> dict:
+    """A batch of clean records by this stage's rules: duplicates dropped (exact ones, near ones
+    within the batch and of the buffer), feedback in `exclude_feedback` dropped, the rest split
+    by `held_out` into "train" and "eval". Also returns what each rule dropped. `nightshift
+    rebase` reads earlier nights through it too."""
+    kept, exact = deduplicate(records)
+    kept, near_in_batch, near_of_replay = near_deduplicate(kept, buffer, p)
+    learnable = [r for r in kept if r.get("feedback") not in p.exclude_feedback]
+    return {"train": [r for r in learnable if not held_out(str(r["id"]), seed, p.eval_fraction)],
+            "eval": [r for r in learnable if held_out(str(r["id"]), seed, p.eval_fraction)],
+            "unique": len(kept), "exact": exact, "near_in_batch": near_in_batch,
+            "near_of_replay": near_of_replay, "filtered_feedback": len(kept) - len(learnable)}
+
+
 def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int, cycle: str,
         clean: Path, buffer_in: Path, out_dir: Path, anchor_train: Path | None = None) -> dict:
     """Build this cycle's training and evaluation sets.
@@ -241,12 +255,8 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
                 "pipelines.samples.eval_sets build` (or copy data/anchor/anchor_train.jsonl from the project)")
         anchors = list(read_jsonl(anchor_train))
     incoming = list(read_jsonl(clean))
-    records, exact = deduplicate(incoming)
-    records, near_in_batch, near_of_replay = near_deduplicate(records, buffer, p)
-    duplicates = exact + near_in_batch + near_of_replay
-    learnable = [r for r in records if r.get("feedback") not in p.exclude_feedback]
-    evaluation = [r for r in learnable if held_out(str(r["id"]), seed, p.eval_fraction)]
-    new_train = [r for r in learnable if not held_out(str(r["id"]), seed, p.eval_fraction)]
+    split = split_new(incoming, buffer, p, seed)
+    new_train, evaluation = split["train"], split["eval"]
 
     n_replay, n_anchor = mix_sizes(len(new_train), len(buffer), len(anchors), replay, p.eval_fraction)
     replayed = draw_evenly(buffer, n_replay, rng)
@@ -261,10 +271,11 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "eval.jsonl", evaluation)
     write_jsonl(out_dir / "buffer.jsonl", next_buffer)
-    report = {"cycle": cycle, "clean_in": len(incoming), "duplicates": duplicates,
-              "exact_duplicates": exact, "near_duplicates_in_batch": near_in_batch,
-              "near_duplicates_of_replay": near_of_replay, "unique": len(records),
-              "filtered_feedback": len(records) - len(learnable),
+    report = {"cycle": cycle, "clean_in": len(incoming),
+              "duplicates": split["exact"] + split["near_in_batch"] + split["near_of_replay"],
+              "exact_duplicates": split["exact"], "near_duplicates_in_batch": split["near_in_batch"],
+              "near_duplicates_of_replay": split["near_of_replay"], "unique": split["unique"],
+              "filtered_feedback": split["filtered_feedback"],
               "train_new": len(new_train), "train_replay": len(replayed),
               "train_anchor": len(anchored), "eval": len(evaluation),
               "buffer_before": len(buffer), "buffer_after": len(next_buffer),
