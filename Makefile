@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-ner.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install services demo demo-rebase test test-fast lock clean help
+.PHONY: install services demo demo-rebase demo-serve test test-fast lock clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ demo: $(STAMP)  ## run the bundled sample through nightly cycles (in ./demo)
 
 demo-rebase: $(STAMP)  ## after `make demo`: rebase the line onto a second tiny base, a night on it, roll back
 	NIGHTSHIFT=$(BIN)/nightshift scripts/demo_rebase.sh demo
+
+demo-serve: $(STAMP)  ## after `make demo`: serve @champion, a scripted user asks and rates, a cycle learns from it
+	NIGHTSHIFT=$(BIN)/nightshift PYTHON=$(BIN)/python scripts/demo_serve.sh demo
 
 services:  ## install PostgreSQL 15 and headless Chromium (Debian packages) for the tests
 	@scripts/services.sh

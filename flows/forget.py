@@ -20,7 +20,10 @@ of its `metadata.user_id` and of each value redaction replaced. Forgetting them
 5. deletes the objects that held their records from the DVC cache and the remote (through DVC's
    own object databases, so an S3 remote works as a local one), keeping the `.dir` manifests,
    which list hashes only;
-6. commits the change with its (redacted) reason.
+6. removes the exchanges `nightshift serve-model` logged about them from the source (and the
+   feedback on them): the server wrote those, so nightshift erases them; lines other loggers
+   wrote into the source are the team's to erase;
+7. commits the change with its (redacted) reason.
 
 A past cycle whose objects were deleted cannot be rebuilt: `check_reproducible` says which of its
 files were erased, when and why.
@@ -300,12 +303,6 @@ def learned_from(ws: Path, store: Store, commit: str, erased: set[str]) -> list[
     return sorted(path for md5, paths in store.objects(train).items() if md5 in erased for path in paths)
 
 
-def redact_reason(p: params_mod.Params, reason: str) -> str:
-    from pipelines.privacy.redact import Redactor
-
-    return Redactor(p.redact).redact_text(reason, {})
-
-
 def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None = None,
            log: Callable[[str], None] = print, today: dt.date | None = None) -> dict:
     """Erase the records about a user id or a text (see the module docstring); returns what was
@@ -322,7 +319,9 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
         raise ForgetError("nothing to match: the user id or text is empty")
     today = today or dt.datetime.now(dt.timezone.utc).date()
     with cycle_lock.hold(ws, "forget"):
-        redacted = redact_reason(p, reason)
+        from pipelines.privacy.redact import redact_reason
+
+        redacted = redact_reason(p.redact, reason)
         note = f"{today.isoformat()}: {redacted}"
         wsp.configure_remote(ws, p.version)  # as the cycle's push does: params.yaml names the remote
         store = Store(ws, p.version.remote)
@@ -365,6 +364,9 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
             deleted = store.delete(erased)
         finally:
             store.close()
+        from flows.serving import exchange_log
+
+        served_removed = exchange_log.forget_in_log(ws, p.ingest, user_id, match)
 
         paths = [subjects.TOMBSTONES_FILE.as_posix(), ".dvc/config", *dvc_files]
         if stages:
@@ -376,7 +378,7 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
     return {"removed": {path: n for path, (n, _) in sorted(removed.items())},
             "records_removed": tombstone["records_removed"], "objects": erased, "deleted": deleted,
             "dvc_files": dvc_files, "stages": stages, "tagged": tagged, "tombstone": tombstone,
-            "commit": commit}
+            "served_removed": served_removed, "commit": commit}
 
 
 # --- Reproducing a past cycle -----------------------------------------------------------------

@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 
 from flows import cycle_lock, rebase_data, rebase_report
-from flows.forget import redact_reason
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
 from pipelines.common import paths
@@ -175,7 +174,9 @@ def rebase(ws: Path, model: str, reason: str, by: str | None = None) -> dict:
         p = wsp.load_params(ws)
         # The reason rests in tags, the history, the report and a commit: redacted like forget's,
         # since "retrain without Alice's data" is the natural reason after `nightshift forget`.
-        reason = redact_reason(p, reason)
+        from pipelines.privacy.redact import redact_reason
+
+        reason = redact_reason(p.redact, reason)
         named = workspace_model(ws, model)
         new_base = wsp.model_path(ws, named)
         # With no @champion (every candidate so far rejected) the rebase is judged like a first

@@ -29,7 +29,7 @@ from pathlib import Path
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
 from pipelines.common import paths
-from pipelines.common.records import read_jsonl, write_jsonl
+from pipelines.common.records import latest_feedback, read_jsonl, write_jsonl
 
 ANCHOR_TRAIN = Path(wsp.ANCHOR_TRAIN)
 
@@ -45,9 +45,9 @@ def recent_snapshots(ws: Path, nights: int) -> list[Path]:
     return found[-nights:] if nights else []
 
 
-def clean_night(p: params_mod.Params, snapshot: Path, scratch: Path) -> list[dict] | None:
-    """The snapshot's records that `validate` passes, as its cycle saw them; None when the
-    night's batch is rejected (its cycle trained on nothing)."""
+def clean_night(p: params_mod.Params, snapshot: Path, scratch: Path) -> tuple[list[dict], list[dict]] | None:
+    """The snapshot's records that `validate` passes, as its cycle saw them, and its clean
+    feedback events; None when the night's batch is rejected (its cycle trained on nothing)."""
     from pipelines.data import validate
 
     cycle = snapshot.name.removesuffix(".jsonl")
@@ -56,7 +56,7 @@ def clean_night(p: params_mod.Params, snapshot: Path, scratch: Path) -> list[dic
         validate.run(p.validate, snapshot, out, cycle)
     except validate.BatchRejected:
         return None
-    return list(read_jsonl(out / "clean.jsonl"))
+    return list(read_jsonl(out / "clean.jsonl")), list(read_jsonl(out / "feedback.jsonl"))
 
 
 def learnable(p: params_mod.Params, records: list[dict], buffer: list[dict], cycle: str) -> list[dict]:
@@ -102,14 +102,21 @@ def training_mix(p: params_mod.Params, ws: Path, out: Path) -> dict:
 
     snapshots = recent_snapshots(ws, p.rebase.recent_nights)
     nights: dict[str, int | None] = {}
+    cleaned: dict[str, list[dict]] = {}
+    events: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="validated-", dir=out.parent) as scratch:
         for snapshot in snapshots:
             cycle = snapshot.name.removesuffix(".jsonl")
-            clean = clean_night(p, snapshot, Path(scratch))
-            if clean is None:
+            night = clean_night(p, snapshot, Path(scratch))
+            if night is None:
                 nights[cycle] = None
                 continue
-            kept = learnable(p, clean, buffer, cycle)
+            cleaned[cycle], night_events = night
+            events.extend(night_events)
+        # Feedback given on a later night counts, as the nightly cycles applied it.
+        latest = latest_feedback(events)
+        for cycle, clean in cleaned.items():
+            kept = learnable(p, dataset.apply_feedback(clean, latest)[0], buffer, cycle)
             fresh = [r for r in kept if str(r["id"]) not in pool and str(r["id"]) not in held]
             for r in fresh:
                 pool[str(r["id"])] = {**r, "_source": "recent"}

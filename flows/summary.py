@@ -24,18 +24,24 @@ class Part(BaseModel):
 
 
 class AccountingError(AssertionError):
-    """pulled != clean + quarantined + duplicates + forgotten: a record went missing."""
+    """pulled != clean + quarantined + duplicates + forgotten + feedback events: a record went missing."""
 
 
 class Accounting(Part):
-    """Every record pulled is clean, quarantined, a duplicate or forgotten (dropped by ingest: its
-    person was erased by `nightshift forget`). Clean includes the records kept out of training by
+    """Every record pulled is clean, quarantined, a duplicate, forgotten (dropped by ingest: its
+    person was erased by `nightshift forget`) or a clean feedback event (a rating of an earlier
+    answer, applied by the dataset stage). Clean includes the records kept out of training by
     their feedback; duplicates are exact ones plus near ones within the batch and to the buffer."""
     pulled: int | None = None
     clean: int | None = None
     quarantined: int | None = None
     duplicates: int | None = None
     forgotten: int = 0
+    feedback_events: int = 0
+    feedback_applied_new: int | None = None
+    feedback_applied_buffer: int | None = None
+    feedback_removed_from_buffer: int | None = None
+    feedback_unmatched: int | None = None
     filtered_feedback: int | None = None
     exact_duplicates: int | None = None
     near_duplicates_in_batch: int | None = None
@@ -157,12 +163,15 @@ def accounting(ws: Path, pulled: dict) -> Accounting:
     counts = Accounting(
         pulled=pulled["pulled"], clean=dataset.get("unique"), quarantined=validated.get("quarantined"),
         duplicates=dataset.get("duplicates"), forgotten=pulled["forgotten"],
-        **{k: dataset.get(k) for k in ("filtered_feedback", "exact_duplicates",
+        feedback_events=validated.get("feedback_events", 0),
+        **{k: dataset.get(k) for k in ("filtered_feedback", "feedback_applied_new",
+                                       "feedback_applied_buffer", "feedback_removed_from_buffer",
+                                       "feedback_unmatched", "exact_duplicates",
                                        "near_duplicates_in_batch", "near_duplicates_of_replay")})
     if None in (counts.clean, counts.quarantined, counts.duplicates):
         return counts
     counts.balanced = counts.pulled == (counts.clean + counts.quarantined + counts.duplicates
-                                        + counts.forgotten)
+                                        + counts.forgotten + counts.feedback_events)
     if not counts.balanced:
         raise AccountingError(f"records unaccounted for: {counts.model_dump(exclude_none=True)}")
     return counts

@@ -34,7 +34,7 @@ class AliasMove:
     alias: str
     from_version: str | None
     to_version: str | None
-    kind: str  # pipeline | promote | rollback | outside
+    kind: str  # pipeline | promote | rollback | canary | outside
     by: str
     why: str
 
@@ -114,6 +114,17 @@ def move_alias(p: params_mod.RegistryParams, alias: str, version: str, kind: str
         return None
     c.set_registered_model_alias(p.model_name, alias, str(version))
     return _record(p, c, moves, alias, current, str(version), kind, by, why)
+
+
+def remove_alias(p: params_mod.RegistryParams, alias: str, kind: str, by: str, why: str) -> AliasMove | None:
+    """Delete `alias` and record it (None when there is no such alias)."""
+    c = reg.client(p)
+    moves, live = _sync(p, c)
+    current = live.get(alias)
+    if current is None:
+        return None
+    c.delete_registered_model_alias(p.model_name, alias)
+    return _record(p, c, moves, alias, current, None, kind, by, why)
 
 
 def promote(p: params_mod.RegistryParams, version: str, why: str, by: str | None = None,

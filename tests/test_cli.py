@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["demo", "run", "serve", "status", "history", "promote", "rollback", "generate", "redact", "init", "golden", "forget", "reproduce", "purge-raw", "rebase", "base", "serve-model"]
+COMMANDS = ["demo", "run", "serve", "status", "history", "promote", "rollback", "generate", "redact", "init", "golden", "forget", "reproduce", "purge-raw", "rebase", "base", "serve-model", "canary"]
 
 
 def nightshift(*args, cwd=None):

@@ -137,3 +137,39 @@ def test_thumbs_down_records_stay_clean_but_are_neither_trained_nor_evaluated_on
 
     everything = run_dataset(tmp_path, params, records, exclude_feedback=[])
     assert everything["filtered_feedback"] == 0 and everything["train_new"] + everything["eval"] == 40
+
+
+def feedback_event(event_id, response_id, rating, at="2026-01-05T12:00:00Z", comment=None):
+    return {"id": event_id, "timestamp": at, "event": "feedback", "response_id": response_id,
+            "feedback": rating, "comment": comment, "metadata": {}}
+
+
+def test_late_feedback_takes_a_buffered_answer_out_of_replay_and_rates_tonights(tmp_path, params):
+    """A thumbs-down on an answer an earlier night pulled removes it from the replay buffer; one on
+    tonight's answer keeps it out of training; the last word of a user who changed their mind
+    counts; a rating of an answer in neither place is counted, not lost."""
+    buffer = [{**rec(1000 + i), "_cycle": "2026-01-04"} for i in range(40)]
+    tonight = [rec(i) for i in range(60)]
+    events = [feedback_event("e1", "r1000", "down", comment="wrong store hours"),
+              feedback_event("e2", "r1001", "down", at="2026-01-05T09:00:00Z"),
+              feedback_event("e3", "r1001", "up", at="2026-01-05T10:00:00Z"),   # changed their mind
+              feedback_event("e4", "r5", "down"),
+              feedback_event("e5", "r6", "up"),
+              feedback_event("e6", "never-logged", "down")]
+    write_jsonl(tmp_path / "clean.jsonl", tonight)
+    write_jsonl(tmp_path / "buffer.jsonl", buffer)
+    write_jsonl(tmp_path / "feedback.jsonl", events)
+    report = dataset.run(params.dataset, params.replay, params.seed, "2026-01-05",
+                         tmp_path / "clean.jsonl", tmp_path / "buffer.jsonl", tmp_path / "out",
+                         feedback=tmp_path / "feedback.jsonl")
+    assert report["feedback_events"] == 6
+    assert (report["feedback_applied_new"], report["feedback_applied_buffer"]) == (2, 2)
+    assert (report["feedback_removed_from_buffer"], report["feedback_unmatched"]) == (1, 1)
+    assert report["filtered_feedback"] == 1   # r5, rated down tonight
+    next_buffer = {r["id"]: r for r in read_jsonl(tmp_path / "out/buffer.jsonl")}
+    assert "r1000" not in next_buffer and next_buffer["r1001"]["feedback"] == "up"
+    trained = {r["id"]: r for r in read_jsonl(tmp_path / "out/train.jsonl")}
+    assert "r5" not in trained and "r1000" not in trained
+    rated = next_buffer.get("r6") or trained.get("r6") or next(
+        r for r in read_jsonl(tmp_path / "out/eval.jsonl") if r["id"] == "r6")
+    assert rated["feedback"] == "up" and rated["metadata"]["feedback_at"] == "2026-01-05T12:00:00Z"

@@ -123,6 +123,24 @@ def cycled(tmp_path_factory):
     return ws, salt
 
 
+SERVED_DAY = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+
+
+def write_served(ws: Path) -> None:
+    """What `serve-model` logged: an answer to Alice with her feedback on it, and one to Bob."""
+    from flows.serving.exchange_log import SOURCE, ExchangeLog
+
+    log = ExchangeLog(ws, wsp.load_params(ws).ingest)
+    for i, user in enumerate((ALICE, BOB)):
+        log.write({"id": f"chatcmpl-{i:032x}", "timestamp": "2026-03-01T12:00:00Z",
+                   "messages": [{"role": "user", "content": f"hello, {user} here"},
+                                {"role": "assistant", "content": "hi"}], "feedback": None,
+                   "metadata": {"source": SOURCE, "user_id": user, "adapter_version": "1"}}, SERVED_DAY)
+    log.write({"id": "fb-0000000000000001", "timestamp": "2026-03-01T12:01:00Z", "event": "feedback",
+               "response_id": f"chatcmpl-{0:032x}", "feedback": "up", "metadata": {"source": SOURCE}},
+              SERVED_DAY)
+
+
 @pytest.fixture(scope="module")
 def forgotten_alice(cycled):
     ws, salt = cycled
@@ -131,6 +149,7 @@ def forgotten_alice(cycled):
     held = {md5(f) for f, recs in before.items() if recs}
     bob_before = len(about(records_in(ws / f"data/snapshots/{DAY1}.jsonl"),
                            subjects.match_subjects(salt, user_id=BOB)))
+    write_served(ws)
     out = nightshift("forget", "--user-id", ALICE, "--reason", REASON, ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
     return ws, salt, hashes, before, held, bob_before, out.stdout
@@ -246,6 +265,15 @@ def test_a_record_pulled_again_is_dropped_and_the_next_cycle_runs(forgotten_alic
     assert about(records_in(ws / f"data/snapshots/{DAY2}.jsonl"), subjects.match_subjects(salt, user_id=BOB))
     out = nightshift("reproduce", "--cycle", DAY2.isoformat(), "--check", ws=ws)
     assert out.returncode == 0 and "can be rebuilt" in out.stdout, out.stdout + out.stderr
+
+
+def test_what_the_server_logged_about_them_is_gone_from_the_source_and_the_rest_stays(forgotten_alice):
+    ws, *_, stdout = forgotten_alice
+    left = records_in(ws / "logs" / "2026-03-01.jsonl")
+    assert [r["metadata"].get("user_id") for r in left] == [BOB]
+    assert "removed from the source: 2" in stdout
+    assert ALICE in "".join(f.read_text() for f in (ws / "logs").glob("2026-01-*.jsonl")), \
+        "the sample logs are the team's own: forget leaves them to the team"
 
 
 def test_the_stages_to_record_again_follow_the_dag():

@@ -1,6 +1,7 @@
 """`nightshift serve-model`: the OpenAI-compatible API on @champion, following the registry, and
 the exchanges it logs for tonight's cycle."""
 
+import dataclasses
 import datetime as dt
 import json
 import socket
@@ -96,6 +97,45 @@ def test_exchanges_go_to_the_sql_table_ingest_reads(tmp_path, params, replace):
     assert exchange_log.served_counts(tmp_path, replace(params.ingest, url=url)) == {"4": 1}
 
 
+def served_record(i: int, ts: dt.datetime, user: str, text: str = "question") -> dict:
+    return {**record(i, ts), "messages": [{"role": "user", "content": f"{text} {i}"},
+                                          {"role": "assistant", "content": "answer"}],
+            "metadata": {"adapter_version": "3", "source": exchange_log.SOURCE, "user_id": user}}
+
+
+def test_forget_takes_a_person_out_of_the_log_while_the_server_keeps_writing(tmp_path, params):
+    """By user id or by a value in the text (an email, a phone number by its digits), with the
+    feedback on their answers; lines the server did not write stay, and no concurrent write is
+    lost to the rewrite."""
+    log = exchange_log.ExchangeLog(tmp_path, params.ingest)
+    ts = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
+    log.write(served_record(1, ts, "u-ann"), ts)
+    log.write(served_record(2, ts, "u-ben", "call me on +1 (415) 555-0142 about order"), ts)
+    log.write({**served_record(3, ts, "u-cat"), "metadata": {"user_id": "u-ann"}}, ts)   # not the server's
+    log.write({"id": "fb-1", "timestamp": "2026-03-01T12:00:01Z", "event": "feedback",
+               "response_id": "chatcmpl-1", "feedback": "down", "metadata": {"source": exchange_log.SOURCE}}, ts)
+    writers = [threading.Thread(target=log.write, args=(served_record(100 + i, ts, "u-dan"), ts))
+               for i in range(40)]
+    for w in writers:
+        w.start()
+    removed = exchange_log.forget_in_log(tmp_path, params.ingest, "u-ann", None)
+    removed += exchange_log.forget_in_log(tmp_path, params.ingest, None, "4155550142")
+    for w in writers:
+        w.join()
+    left = list(read_jsonl(tmp_path / "logs/2026-03-01.jsonl"))
+    assert removed == 3
+    assert sorted(r["id"] for r in left) == sorted(["chatcmpl-3"] + [f"chatcmpl-{100 + i}" for i in range(40)])
+
+    url = f"sqlite:///{tmp_path / 'interactions.db'}"
+    sql = dataclasses.replace(params.ingest, url=url)
+    log = exchange_log.ExchangeLog(tmp_path, sql)
+    for i, user in enumerate(("u-ann", "u-ben")):
+        log.write(served_record(i, ts, user), ts)
+    log.close()
+    assert exchange_log.forget_in_log(tmp_path, sql, "u-ann", None) == 1
+    assert [r["metadata"]["user_id"] for r in exchange_log.served_records(tmp_path, sql)] == ["u-ben"]
+
+
 # --- a served workspace after real cycles -------------------------------------------------------
 
 def nightshift(*args, ws: Path):
@@ -118,7 +158,8 @@ def served(tmp_path_factory):
     ws = wsp.init(tmp_path_factory.mktemp("serve") / "ws")
     write_tiny_params(ws / "params.yaml", **{**SHORT, "base_model.corpus_records": 200,
                                              "base_model.pretrain_steps": 60,
-                                             "serving.poll_seconds": 1.0})
+                                             "serving.poll_seconds": 1.0,
+                                             "serving.canary_fraction": 0.5})
     wsp.git(ws, "commit", "-q", "-am", "tiny params")
     for day in ("2026-01-05", "2026-01-06"):
         write_day(ws, dt.date.fromisoformat(day), [])
@@ -195,6 +236,31 @@ def test_exchanges_are_logged_with_their_version_and_an_opted_out_one_nowhere(se
         assert found.stdout == "", found.stdout
 
 
+def feedback(url: str, response_id: str, rating: str, **extra) -> httpx.Response:
+    return httpx.post(f"{url}/v1/feedback", json={"response_id": response_id, "rating": rating, **extra},
+                      timeout=30)
+
+
+@pytest.mark.slow
+def test_feedback_is_logged_as_an_event_on_the_answer_and_never_for_an_opted_out_one(served):
+    ws, url = served
+    rated = chat(url, "rate this answer 4e1d", user="u-7").json()["id"]
+    given = feedback(url, rated, "up", comment="great, write to kim.lee@mail.example")
+    assert given.status_code == 200 and given.json()["stored"], given.text
+    [event] = [r for r in logged(ws) if r.get("response_id") == rated]
+    assert (event["event"], event["feedback"], event["metadata"]["source"]) == (
+        "feedback", "up", exchange_log.SOURCE)
+    private = chat(url, "private question 31ce", store=False).json()["id"]
+    assert private.startswith("chatcmpl-nolog-")
+    assert feedback(url, private, "down").json()["stored"] is False
+    assert not any(private in json.dumps(r) for r in logged(ws))
+    assert feedback(url, "my order never came", "down").status_code == 400
+    assert feedback(url, rated, "meh").status_code == 422
+    # A rating is not an answer: `status` counts answers only.
+    assert sum(exchange_log.served_counts(ws, wsp.load_params(ws).ingest).values()) == len(
+        [r for r in logged(ws) if "messages" in r])
+
+
 @pytest.mark.slow
 def test_a_rollback_is_followed_within_seconds_and_no_request_fails_during_the_swap(served):
     ws, url = served
@@ -241,16 +307,106 @@ def test_an_alias_moved_outside_nightshift_is_followed_too(served):
     assert chat(url, "hello").json()["model"] == f"{MODEL_NAME}/2"
 
 
+def wait_for(condition, seconds=15):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.3)
+    return condition()
+
+
+@pytest.mark.slow
+def test_the_canary_gives_a_sticky_share_of_users_to_the_challenger(served):
+    """@challenger set: serving.canary_fraction (0.5 here) of users get it, each user always the
+    same version, and every exchange says which alias answered it. Removed: all go to @champion."""
+    ws, url = served
+    out = nightshift("promote", "1", "--alias", "challenger", "--force", "--reason", "canary trial", ws=ws)
+    assert out.returncode == 0, out.stderr
+    health = lambda: httpx.get(f"{url}/health").json()  # noqa: E731
+    assert wait_for(lambda: (health()["canary"] or {}).get("version") == "1"), health()
+    assert {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]} == {f"{MODEL_NAME}/1", f"{MODEL_NAME}/2"}
+    first = {f"cu-{i}": chat(url, f"canary question {i} about order {7100 + i}", user=f"cu-{i}")
+             .headers["x-nightshift-version"] for i in range(12)}
+    assert set(first.values()) == {"1", "2"}, first
+    for user in ("cu-0", "cu-5", "cu-11"):
+        again = chat(url, f"and a follow-up from {user}", user=user)
+        assert again.headers["x-nightshift-version"] == first[user]
+    for r in logged(ws):
+        if str(r["metadata"].get("user_id", "")).startswith("cu-"):
+            assert r["metadata"]["served_as"] == {"1": "challenger", "2": "champion"}[r["metadata"]["adapter_version"]]
+    out = nightshift("promote", "2", "--alias", "challenger", "--force", "--reason",
+                     "same as champion: canary off", ws=ws)
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: health()["canary"] is None), health()
+
+
+def write_canary_log(ws: Path, champion: tuple, challenger: tuple) -> None:
+    from tests.test_canary import served as simulated
+
+    from pipelines.common.records import write_jsonl
+
+    write_jsonl(ws / "canary-logs" / "2026-03-01.jsonl",
+                simulated("2", "champion", 60, *champion) + simulated("1", "challenger", 50, *challenger, late=True))
+
+
+@pytest.mark.slow
+def test_nightshift_canary_says_promote_wait_and_acts_through_the_registry(served):
+    """Simulated traffic (a log of its own, named by ingest.url for the time of the test): a
+    challenger rated clearly better is promoted, equal ratings wait; --act moves @champion, removes
+    @challenger, and the history says why. The server follows."""
+    ws, url = served
+    params_file = ws / "params.yaml"
+    original = params_file.read_text()
+    assert nightshift("promote", "1", "--alias", "challenger", "--force", "--reason", "trial",
+                      ws=ws).returncode == 0
+    params_file.write_text(original.replace("  url: logs\n", "  url: canary-logs\n"))
+    try:
+        write_canary_log(ws, champion=(30, 10), challenger=(30, 10))
+        out = nightshift("canary", "--json", ws=ws)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["decision"] == "wait"
+        write_canary_log(ws, champion=(20, 20), challenger=(36, 4))
+        out = nightshift("canary", ws=ws)
+        assert "verdict: promote: rated better" in out.stdout, out.stdout + out.stderr
+        out = nightshift("canary", "--act", ws=ws)
+        assert out.returncode == 0 and "@champion: version 2 -> 1 (canary)" in out.stdout, out.stdout + out.stderr
+    finally:
+        params_file.write_text(original)
+        import shutil
+
+        shutil.rmtree(ws / "canary-logs")
+    history = json.loads(nightshift("history", "--json", ws=ws).stdout)
+    assert [(m["alias"], m["to_version"], m["kind"]) for m in history[-2:]] == [
+        ("champion", "1", "canary"), ("challenger", None, "canary")]
+    assert "thumbs-up 90.0%" in history[-1]["why"]
+    assert wait_for(lambda: chat(url, "hello again").headers["x-nightshift-version"] == "1")
+
+
 @pytest.mark.slow
 def test_the_next_cycle_pulls_what_the_server_answered(served):
-    """Last: a cycle for today's exchanges snapshots them, redacted, with their versions."""
+    """Last: a cycle for today's exchanges snapshots them, redacted, with their versions, and
+    applies the feedback: today's on today's answers, and a late one on an answer an earlier
+    night pulled into the replay buffer."""
     ws, url = served
     assert chat(url, "My email is dana.example@mail.com, where is order 5521?").status_code == 200
+    [buffered, *_] = list(read_jsonl(ws / "data/dataset/buffer.jsonl"))
+    late = {"id": "fb-late00000001", "timestamp": "2026-01-07T09:00:00Z", "event": "feedback",
+            "response_id": buffered["id"], "feedback": "down", "comment": "this was wrong",
+            "metadata": {}}
+    with open(ws / "logs" / "2026-01-07.jsonl", "a") as f:
+        f.write(json.dumps(late) + "\n")
     today = dt.datetime.now(dt.timezone.utc).date()
     out = nightshift("run", "--date", today.isoformat(), ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
     snapshot = list(read_jsonl(ws / "data/snapshots" / f"{today}.jsonl"))
     served_records = [r for r in snapshot if r.get("metadata", {}).get("source") == "nightshift serve-model"]
     assert len(served_records) == len(logged(ws)) >= 3
-    assert {r["metadata"]["adapter_version"] for r in served_records} <= {"1", "2"}
-    assert not any("dana.example@mail.com" in json.dumps(r) for r in snapshot)
+    answers = [r for r in served_records if r.get("event") != "feedback"]
+    assert {r["metadata"]["adapter_version"] for r in answers} <= {"1", "2"}
+    assert not any("dana.example@mail.com" in json.dumps(r) or "kim.lee@mail.example" in json.dumps(r)
+                   for r in snapshot)
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    accounting = summary["accounting"]
+    assert accounting["balanced"] and accounting["feedback_events"] >= 2, accounting
+    assert accounting["feedback_removed_from_buffer"] == 1, accounting
+    assert buffered["id"] not in {r["id"] for r in read_jsonl(ws / "data/dataset/buffer.jsonl")}
+    assert accounting["feedback_applied_new"] >= 1, accounting

@@ -41,7 +41,14 @@ def bad_records(max_chars):
         "invalid_feedback": {**good(0), "id": "fb", "feedback": ["up", "down"]},
         "invalid_metadata": {**good(0), "id": "md", "metadata": "web"},
         "residual_pii": {**good(0), "id": "r", "_residual": ["EMAIL_ADDRESS", "PHONE_NUMBER"]},
+        "invalid_response_id": event("ev", None),
     }
+
+
+def event(event_id, response_id, feedback="up"):
+    """A feedback event: a rating of the answer `response_id`, given later."""
+    return {"id": event_id, "timestamp": "2026-01-05T11:00:00Z", "event": "feedback",
+            "response_id": response_id, "feedback": feedback, "metadata": {}}
 
 
 def suite_reasons(name):
@@ -297,3 +304,17 @@ def test_the_command_exits_non_zero_with_the_reason_on_a_rejected_batch(tmp_path
     assert out.returncode == 1
     assert "validate: batch rejected: record_count_out_of_range (observed 12)" in out.stderr
     assert str(tmp_path / "docs/index.html") in out.stderr
+
+
+def test_feedback_events_pass_to_feedback_jsonl_apart_from_the_records(tmp_path, params):
+    """A rating of an earlier answer holds no messages: it is not quarantined as a record without
+    any, not counted in the batch, and every line is still accounted for."""
+    records = [good(i) for i in range(80)] + [event(f"ev{i}", f"g{i}") for i in range(30)]
+    records.append(event("bad", ["not", "an", "id"]))
+    write_jsonl(tmp_path / "records.jsonl", records)
+    report = validate.run(params.validate, tmp_path / "records.jsonl", tmp_path / "out", CYCLE)
+    assert (report["clean"], report["feedback_events"], report["quarantined"]) == (80, 30, 1)
+    assert report["quarantine_reasons"] == {"invalid_response_id": 1}
+    events = [json.loads(l) for l in (tmp_path / "out/feedback.jsonl").read_text().splitlines()]
+    assert [e["response_id"] for e in events] == [f"g{i}" for i in range(30)]
+    assert report["batch_judged"] and report["batch_passed"]

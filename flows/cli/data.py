@@ -123,6 +123,7 @@ def forget(
     remote = params_mod.load(ws / "params.yaml").version.remote
     print(f"forgot the records about {who} ({len(done['tombstone']['subjects'])} subject hashes)")
     print(f"records removed: {done['records_removed']}")
+    print(f"exchanges serve-model logged about them, removed from the source: {done['served_removed']}")
     for path, n in done["removed"].items():
         print(f"  {path:<44} {n}")
     if done["dvc_files"] or done["stages"]:

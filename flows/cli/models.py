@@ -1,5 +1,5 @@
-"""The registered versions: `status`, `history`, `promote`, `rollback`, `generate`; `base build` and
-`rebase` move the line onto another base model."""
+"""The registered versions: `status`, `history`, `promote`, `rollback`, `canary`, `generate`;
+`base build` and `rebase` move the line onto another base model."""
 
 import json
 from pathlib import Path
@@ -104,9 +104,9 @@ def rollback(
 def redacted_reason(p, reason: str) -> str:
     """A person's reason, redacted like forget's and rebase's before the history stores it:
     "Maria Garcia says it leaked her address" is a natural reason for a rollback."""
-    from flows.forget import redact_reason
+    from pipelines.privacy.redact import redact_reason
 
-    return redact_reason(p, reason)
+    return redact_reason(p.redact, reason)
 
 
 def _follow_champion_base(ws, p) -> None:
@@ -117,6 +117,41 @@ def _follow_champion_base(ws, p) -> None:
     if base:
         print(f"params.yaml: base_model.model is now {base}, the base @champion was trained on; "
               "the next cycle trains on it")
+
+
+@command(app, "canary", "@challenger against @champion on served traffic: promote, reject or wait")
+def canary(
+    act: Annotated[bool, option("--act", help=(
+        "carry out a promote or reject verdict (also done when canary.act is true)"))] = False,
+    workspace: Workspace = ".",
+    json_: Json = False,
+) -> None:
+    """Compare @challenger with @champion on the exchanges each answered while `serve-model` ran
+    the canary (serving.canary_fraction): thumbs-up share of rated answers (Fisher's exact test),
+    latency, answers the PII scan flags. Says promote, reject or wait (too little traffic, or no
+    significant difference yet), by the canary section of params.yaml."""
+    from flows.serving import canary as canary_mod
+
+    ws, p = workspace_params(workspace)
+    result = canary_mod.compare(ws, p)
+    moves = canary_mod.act(p, result) if act or p.canary.act else []
+    result["moves"] = [m.as_dict() for m in moves]
+    if json_:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{'':<11} {'version':>7} {'answered':>8} {'rated':>5} {'up':>6} {'p50 ms':>7} "
+              f"{'p95 ms':>7} {'PII':>6}")
+        for alias in ("champion", "challenger"):
+            side = result[alias]
+            pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+            print(f"@{alias:<10} {side['version'] or '-':>7} {side['answered']:>8} {side['rated']:>5} "
+                  f"{pct(side['up_rate']):>6} {side['latency_p50_ms'] or '-':>7} "
+                  f"{side['latency_p95_ms'] or '-':>7} {pct(side['pii_rate']):>6}")
+        print(f"verdict: {result['decision']}: " + "; ".join(result["reasons"]))
+        for m in moves:
+            print(f"@{m.alias}: version {m.from_version or '-'} -> {m.to_version or '-'} (canary)")
+    if any(m.alias == "champion" for m in moves):
+        _follow_champion_base(ws, p)
 
 
 @command(app, "generate", "answer a prompt with base + @champion")

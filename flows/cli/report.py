@@ -38,7 +38,8 @@ def print_summary(summary: dict | CycleSummary) -> None:
     print(f"\n== nightshift cycle {s.cycle}: {s.status} in {s.seconds or 0:.0f} s ==")
     print(f"records   pulled {acc.pulled} = clean {acc.clean} + quarantined "
           f"{acc.quarantined} + duplicates {acc.duplicates}"
-          + (f" + forgotten {acc.forgotten}" if acc.forgotten else ""))
+          + (f" + forgotten {acc.forgotten}" if acc.forgotten else "")
+          + (f" + feedback events {acc.feedback_events}" if acc.feedback_events else ""))
     if s.quarantine_reasons:
         print(f"          checks failed by quarantined records (one record can fail several): "
               f"{s.quarantine_reasons}")

@@ -4,8 +4,16 @@
   `user` (the end user's id, logged with the exchange), `metadata.conversation_id` (or the header
   X-Conversation-Id), `store` (false: the exchange is logged nowhere). The answer is greedy.
   `stream: true` is refused with 400 (not supported yet).
-- `GET /v1/models`: the one model being served, named `<registered model>/<version>`.
-- `GET /health`: the version answering, its base, and the follower's last error.
+- `POST /v1/feedback`: `response_id` (an answer's `id`), `rating` ("up" or "down"), optional
+  `comment`. Written to the log as a feedback event (pipelines/common/records.py), which the
+  cycle that pulls it applies, however many nights after the answer that is.
+- `GET /v1/models`: the models being served, named `<registered model>/<version>`.
+- `GET /health`: the versions answering, their bases, and the followers' last errors.
+
+With `serving.canary_fraction` above 0 and an @challenger in the registry, that share of
+conversations is answered by @challenger: chosen by a hash of the user id, else of the
+conversation id, so a conversation (and a user) stays with one version. Exchanges logged while
+both answer say which one did (`metadata.served_as`), for `nightshift canary` to compare.
 
 Every answer names the version that produced it: the `model` field and the header
 X-Nightshift-Version. With NIGHTSHIFT_API_KEY set, every /v1 request needs
@@ -15,7 +23,9 @@ X-Nightshift-Version. With NIGHTSHIFT_API_KEY set, every /v1 request needs
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
+import re
 import time
 import uuid
 from typing import Literal
@@ -28,9 +38,13 @@ from pydantic import BaseModel, Field
 from flows.serving.exchange_log import SOURCE, ExchangeLog
 from flows.serving.follower import Follower, Loaded
 from pipelines.common import params as params_mod
+from pipelines.common.records import FEEDBACK_EVENT
 
 VERSION_HEADER = "X-Nightshift-Version"
 OPT_OUT_HEADER = "X-Nightshift-Opt-Out"
+# An answer's id: "chatcmpl-" and 32 hex digits; "chatcmpl-nolog-" for one that opted out of
+# the log, so feedback on it is not logged either (the server remembers no answers).
+RESPONSE_ID = re.compile(r"chatcmpl-(nolog-)?[0-9a-f]{32}")
 
 
 class Message(BaseModel):
@@ -49,6 +63,12 @@ class ChatRequest(BaseModel):
     stream: bool = False
 
 
+class FeedbackRequest(BaseModel):
+    response_id: str
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
 def model_id(p: params_mod.Params, loaded: Loaded) -> str:
     return f"{p.registry.model_name}/{loaded.version}"
 
@@ -61,8 +81,14 @@ def answer(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> tuple[s
         return reply_counted(loaded.model, loaded.tokenizer, messages, max_new_tokens)
 
 
+def canary_share(key: str, seed: int) -> float:
+    """Where a user or conversation falls in [0, 1): the same key, the same side every time."""
+    return int(hashlib.sha256(f"{seed}:canary:{key}".encode()).hexdigest()[:8], 16) / 0x100000000
+
+
 def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog | None,
-               api_key: str | None) -> FastAPI:
+               api_key: str | None, challenger: Follower | None = None) -> FastAPI:
+    """The app; `challenger` follows @challenger for the canary (None: no canary)."""
     app = FastAPI(title="nightshift serve-model", description=__doc__)
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
@@ -80,25 +106,68 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
                                      "(`nightshift run`); the server picks it up by itself")
         return loaded
 
+    def canary() -> Loaded | None:
+        """@challenger while the canary runs: loaded, and another version than @champion's."""
+        loaded, champion = challenger.current if challenger else None, follower.current
+        if loaded is None or champion is None or loaded.version == champion.version:
+            return None
+        return loaded
+
+    def route(user: str | None, conversation: str) -> tuple[Loaded, str | None]:
+        """The version that answers, and which alias it is while a canary runs."""
+        champion, trial = serving(), canary()
+        if trial is None or p.serving.canary_fraction == 0:
+            return champion, None
+        if canary_share(user or conversation, p.seed) < p.serving.canary_fraction:
+            return trial, "challenger"
+        return champion, "champion"
+
     @app.get("/health")
     def health() -> dict:
         loaded = follower.current
         return {"status": "ok" if loaded else "waiting for a model",
                 "version": loaded.version if loaded else None,
                 "base_model": loaded.base_model if loaded else None, "alias": follower.alias,
-                "last_error": follower.last_error}
+                "last_error": follower.last_error,
+                "canary": None if canary() is None else {
+                    "version": canary().version, "fraction": p.serving.canary_fraction,
+                    "last_error": challenger.last_error}}
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     def models() -> dict:
-        loaded = serving()
+        served = [serving()] + ([canary()] if canary() else [])
         return {"object": "list", "data": [{"id": model_id(p, loaded), "object": "model",
-                                            "created": int(loaded.loaded_at), "owned_by": "nightshift"}]}
+                                            "created": int(loaded.loaded_at), "owned_by": "nightshift"}
+                                           for loaded in served]}
+
+    @app.post("/v1/feedback", dependencies=[Depends(authorised)])
+    async def feedback(body: FeedbackRequest, request: Request) -> dict:
+        if not RESPONSE_ID.fullmatch(body.response_id):
+            raise HTTPException(400, f"{body.response_id!r} is not an answer's id: send the `id` "
+                                     "of a /v1/chat/completions response")
+        if body.response_id.startswith("chatcmpl-nolog-") or exchanges is None or request.headers.get(
+                OPT_OUT_HEADER.lower(), "").lower() in ("1", "true", "yes"):
+            return {"stored": False, "why": "the answer or this request opted out of the log, "
+                                            "or the server logs nothing"}
+        now = dt.datetime.now(dt.timezone.utc)
+        event = {"id": f"fb-{uuid.uuid4().hex[:16]}", "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                 "event": FEEDBACK_EVENT, "response_id": body.response_id, "feedback": body.rating,
+                 "comment": body.comment, "metadata": {"source": SOURCE}}
+        await run_in_threadpool(exchanges.write, event, now)
+        return {"stored": True, "id": event["id"]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
     async def chat(body: ChatRequest, request: Request) -> JSONResponse:
         if body.stream:
             raise HTTPException(400, "stream: true is not supported yet; send stream: false")
-        loaded = serving()   # held to the end: a swap meanwhile does not change this answer
+        # A new id is 16 hex digits behind "conv-": 32 bare ones look like a key to the residual
+        # scan at ingest, which would quarantine every exchange that carries one.
+        conversation = ((body.metadata or {}).get("conversation_id")
+                        or request.headers.get("x-conversation-id") or f"conv-{uuid.uuid4().hex[:16]}")
+        opted_out = not body.store or request.headers.get(OPT_OUT_HEADER.lower(), "").lower() in (
+            "1", "true", "yes")
+        # Held to the end: a swap meanwhile does not change this answer.
+        loaded, served_as = route(body.user, conversation)
         messages = [m.model_dump() for m in body.messages]
         limit = min(body.max_completion_tokens or body.max_tokens or p.serving.max_new_tokens,
                     p.serving.max_new_tokens)
@@ -106,19 +175,16 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         text, prompt_tokens, answer_tokens = await run_in_threadpool(answer, loaded, messages, limit)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         now = dt.datetime.now(dt.timezone.utc)
-        response_id = f"chatcmpl-{uuid.uuid4().hex}"
-        # A new id is 16 hex digits behind "conv-": 32 bare ones look like a key to the residual
-        # scan at ingest, which would quarantine every exchange that carries one.
-        conversation = ((body.metadata or {}).get("conversation_id")
-                        or request.headers.get("x-conversation-id") or f"conv-{uuid.uuid4().hex[:16]}")
-        opted_out = not body.store or request.headers.get(OPT_OUT_HEADER.lower(), "").lower() in (
-            "1", "true", "yes")
-        if exchanges is not None and not opted_out:
+        logged = exchanges is not None and not opted_out
+        response_id = f"chatcmpl-{'' if logged else 'nolog-'}{uuid.uuid4().hex}"
+        if logged:
             metadata = {"adapter_version": loaded.version, "base_model": loaded.base_model,
                         "latency_ms": latency_ms, "conversation_id": conversation,
                         "source": SOURCE}
             if body.user:
                 metadata["user_id"] = body.user
+            if served_as:
+                metadata["served_as"] = served_as
             record = {"id": response_id, "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                       "messages": messages + [{"role": "assistant", "content": text}],
                       "feedback": None, "metadata": metadata}

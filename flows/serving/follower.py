@@ -7,6 +7,9 @@ the new version's adapter is downloaded and loaded, on the base that version was
 is answering; only once it loaded is it swapped in, by replacing one reference. A request holds
 the `Loaded` it started with, so it finishes on that adapter; a version that fails to download
 or load leaves the old one answering, and the failure is logged and retried at the next poll.
+
+@champion deleted leaves its last version answering (a server with no model helps no one);
+@challenger deleted (the canary rejected or promoted) stops its share of the traffic.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Follower:
         from pipelines.common import modeling
         from registry import mlflow_registry as reg
 
-        adapter = self.scratch / version
+        adapter = self.scratch / self.alias / version
         reg.download_adapter(self.p.registry, source, adapter)
         named = rb.version_base(self.p, tags)
         base = wsp.model_path(self.ws, named)
@@ -66,6 +69,11 @@ class Follower:
 
         with self._check:
             target = reg.resolve_alias(self.p.registry, self.alias)
+            if target is None and self.current and self.alias != reg.CHAMPION:
+                log.info("@%s is gone: version %s stops answering", self.alias, self.current.version)
+                shutil.rmtree(self.scratch / self.alias / self.current.version, ignore_errors=True)
+                self.current = None
+                return True
             if target is None or (self.current and self.current.version == target.version):
                 return False
             try:
@@ -81,7 +89,7 @@ class Follower:
                         f", instead of version {previous.version}" if previous else "")
             if previous:
                 # Its requests in flight hold it; its files are not needed once it is loaded.
-                shutil.rmtree(self.scratch / previous.version, ignore_errors=True)
+                shutil.rmtree(self.scratch / self.alias / previous.version, ignore_errors=True)
             return True
 
     def follow(self, stop: threading.Event) -> None:

@@ -58,13 +58,16 @@ def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> No
     logger.setLevel(logging.INFO)
     scratch = Path(tempfile.mkdtemp(prefix="nightshift-serving-"))
     follower = Follower(ws, p, scratch)
+    # The canary: @challenger, followed the same way, answers serving.canary_fraction of chats.
+    challenger = Follower(ws, p, scratch, alias="challenger") if p.serving.canary_fraction > 0 else None
     exchanges = ExchangeLog(ws, p.ingest) if p.serving.log_exchanges else None
     stop = threading.Event()
     try:
-        try:
-            follower.check()
-        except Exception as exc:   # a registry down at start: serve 503 and keep asking
-            follower.last_error = f"the registry did not answer: {type(exc).__name__}: {exc}"
+        for each in filter(None, (follower, challenger)):
+            try:
+                each.check()
+            except Exception as exc:   # a registry down at start: serve 503 and keep asking
+                each.last_error = f"the registry did not answer: {type(exc).__name__}: {exc}"
         if follower.current:
             log(f"serving {p.registry.model_name} version {follower.current.version} "
                 f"(@champion, on {follower.current.base_model})")
@@ -73,9 +76,14 @@ def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> No
                 f"({follower.last_error or 'nothing registered'})")
         log(f"following @champion every {p.serving.poll_seconds} s; exchanges "
             + (f"logged to {exchanges.where()}" if exchanges else "not logged (serving.log_exchanges: false)"))
+        if challenger:
+            log(f"canary: @challenger answers {p.serving.canary_fraction:.0%} of conversations while "
+                "there is one" + (f" (now version {challenger.current.version})" if challenger.current else ""))
         log(f"OpenAI-compatible API at http://{host}:{port}/v1 (Ctrl-C stops)")
-        threading.Thread(target=follower.follow, args=(stop,), daemon=True, name="follower").start()
-        uvicorn.run(create_app(p, follower, exchanges, api_key), host=host, port=port,
+        for each in filter(None, (follower, challenger)):
+            threading.Thread(target=each.follow, args=(stop,), daemon=True,
+                             name=f"follower-{each.alias}").start()
+        uvicorn.run(create_app(p, follower, exchanges, api_key, challenger), host=host, port=port,
                     log_level="warning", access_log=False)
     finally:
         stop.set()

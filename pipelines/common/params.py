@@ -330,6 +330,15 @@ class ServingParams:
     poll_seconds: Annotated[float, Field(gt=0)]
     max_new_tokens: AtLeast1
     log_exchanges: bool
+    canary_fraction: Annotated[float, Field(ge=0, le=1)]
+
+
+@section
+class CanaryParams:
+    min_rated: AtLeast1
+    alpha: Annotated[float, Field(gt=0, lt=1)]
+    max_pii_rate_increase: Annotated[float, Field(ge=0, le=1)]
+    act: bool
 
 
 @section
@@ -354,6 +363,7 @@ class Params:
     demo: DemoParams
     rebase: RebaseParams
     serving: ServingParams
+    canary: CanaryParams
 
     def __post_init__(self):
         if self.nightly.min_new_examples < self.validate.min_records:

@@ -10,6 +10,12 @@ Converted on input:
     gives them their file's modification time (see pipelines/data/ingest.py).
 A line that cannot become a record is kept as {"_invalid": <text>, "_error": <why>} so that
 validate can quarantine it: nothing pulled is ever dropped silently.
+
+A feedback event is the other kind of line a source may hold: a rating given after the answer,
+possibly after the night that pulled the answer:
+    {"id", "timestamp", "event": "feedback", "response_id", "feedback", "comment", "metadata"}
+`response_id` is the `id` of the record it rates. validate passes events on (feedback.jsonl) and
+the dataset stage applies them to the night's records and to the replay buffer.
 """
 
 from __future__ import annotations
@@ -59,6 +65,25 @@ def normalize(data: dict) -> dict:
 
 def is_invalid(record: dict) -> bool:
     return "_invalid" in record
+
+
+FEEDBACK_EVENT = "feedback"   # the `event` of a feedback event
+
+
+def is_feedback_event(record: dict) -> bool:
+    return record.get("event") == FEEDBACK_EVENT
+
+
+def latest_feedback(events: Iterable[dict]) -> dict[str, dict]:
+    """Each rated response's last event (by timestamp, then by order): a user who changes their
+    mind is heard last."""
+    latest: dict[str, tuple] = {}
+    for order, event in enumerate(events):
+        key = (parse_timestamp(event.get("timestamp")) or dt.datetime.min.replace(tzinfo=dt.timezone.utc), order)
+        seen = latest.get(event["response_id"])
+        if seen is None or key >= seen[0]:
+            latest[event["response_id"]] = (key, event)
+    return {rid: event for rid, (_, event) in latest.items()}
 
 
 def content_hash(record: dict) -> str:

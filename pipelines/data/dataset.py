@@ -9,6 +9,13 @@ Duplicates, all counted in the report's `duplicates` and each kind on its own:
 Records whose feedback is in dataset.exclude_feedback stay in the clean data (they are counted in
 `unique`) but are neither trained nor evaluated on (`filtered_feedback`).
 
+Feedback that came after its answer (data/validated/feedback.jsonl: the night's feedback events,
+see pipelines/common/records.py) is applied first: to the night's records, and to the replay
+buffer for answers pulled on an earlier night. A buffered answer rated into exclude_feedback
+leaves the buffer (`feedback_removed_from_buffer`): it is no longer replayed. An event whose
+answer is in neither (held out, a duplicate, quarantined, or never logged) is counted as
+`feedback_unmatched`.
+
 The replay buffer read here (data/replay/buffer.jsonl) is a pinned input: the flow puts the
 previous cycle's buffer there before the DAG runs. This stage writes the *next* buffer to its own
 output, so it never reads what it writes and `dvc repro` at any recorded cycle rebuilds it.
@@ -33,7 +40,7 @@ import random
 from pathlib import Path
 
 from pipelines.common import params as params_mod
-from pipelines.common.records import content_hash, read_jsonl, write_json, write_jsonl
+from pipelines.common.records import content_hash, latest_feedback, read_jsonl, write_json, write_jsonl
 
 
 def held_out(record_id: str, seed: int, fraction: float) -> bool:
@@ -230,8 +237,26 @@ def split_new(records: list[dict], buffer: list[dict], p: params_mod.DatasetPara
             "near_of_replay": near_of_replay, "filtered_feedback": len(kept) - len(learnable)}
 
 
+def apply_feedback(records: list[dict], latest: dict[str, dict]) -> tuple[list[dict], set[str]]:
+    """`records` with the feedback of `latest` (response id -> its last event) set on the ones it
+    rates, and the ids of those."""
+    rated, out = set(), []
+    for record in records:
+        event = latest.get(str(record.get("id")))
+        if event is None:
+            out.append(record)
+            continue
+        rated.add(str(record["id"]))
+        metadata = {**(record.get("metadata") or {}), "feedback_at": event.get("timestamp")}
+        if event.get("comment"):
+            metadata["feedback_comment"] = event["comment"]
+        out.append({**record, "feedback": event.get("feedback"), "metadata": metadata})
+    return out, rated
+
+
 def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int, cycle: str,
-        clean: Path, buffer_in: Path, out_dir: Path, anchor_train: Path | None = None) -> dict:
+        clean: Path, buffer_in: Path, out_dir: Path, anchor_train: Path | None = None,
+        feedback: Path | None = None) -> dict:
     """Build this cycle's training and evaluation sets.
 
     Args:
@@ -242,6 +267,8 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
             eval.jsonl (new, held out), buffer.jsonl (the buffer after this cycle) and report.json.
         anchor_train: the fixed anchor training set, mixed in at replay.anchor_ratio; None mixes
             no anchor examples (the report's train_anchor is then 0).
+        feedback: the night's feedback events (validate's feedback.jsonl); None or a missing
+            file: none.
     Returns:
         counts of each.
     """
@@ -254,7 +281,13 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
                 f"anchor training set {anchor_train} not found: build it with `python -m "
                 "pipelines.samples.eval_sets build` (or copy data/anchor/anchor_train.jsonl from the project)")
         anchors = list(read_jsonl(anchor_train))
-    incoming = list(read_jsonl(clean))
+    events = list(read_jsonl(feedback)) if feedback is not None and feedback.exists() else []
+    latest = latest_feedback(events)
+    incoming, rated_new = apply_feedback(list(read_jsonl(clean)), latest)
+    buffer, rated_buffer = apply_feedback(buffer, latest)
+    kept_buffer = [r for r in buffer if r.get("feedback") not in p.exclude_feedback]
+    removed_from_buffer = len(buffer) - len(kept_buffer)
+    buffer = kept_buffer
     split = split_new(incoming, buffer, p, seed)
     new_train, evaluation = split["train"], split["eval"]
 
@@ -276,6 +309,10 @@ def run(p: params_mod.DatasetParams, replay: params_mod.ReplayParams, seed: int,
               "exact_duplicates": split["exact"], "near_duplicates_in_batch": split["near_in_batch"],
               "near_duplicates_of_replay": split["near_of_replay"], "unique": split["unique"],
               "filtered_feedback": split["filtered_feedback"],
+              "feedback_events": len(events), "feedback_applied_new": len(rated_new),
+              "feedback_applied_buffer": len(rated_buffer),
+              "feedback_removed_from_buffer": removed_from_buffer,
+              "feedback_unmatched": len(set(latest) - rated_new - rated_buffer),
               "train_new": len(new_train), "train_replay": len(replayed),
               "train_anchor": len(anchored), "eval": len(evaluation),
               "buffer_before": len(buffer), "buffer_after": len(next_buffer),
@@ -293,17 +330,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycle", required=True, help="the cycle's date; seeds its sampling")
     parser.add_argument("--anchor", type=Path, default=Path("data/anchor/anchor_train.jsonl"),
                         help="the fixed anchor training set mixed in at replay.anchor_ratio")
+    parser.add_argument("--feedback", type=Path, default=None,
+                        help="the night's feedback events (validate's feedback.jsonl), applied to "
+                             "the night's records and to the replay buffer")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
     report = run(params.dataset, params.replay, params.seed, args.cycle, args.clean, args.buffer_in,
-                 args.out_dir, args.anchor)
+                 args.out_dir, args.anchor, args.feedback)
     print(f"dataset: {report['train_new']} new + {report['train_replay']} replayed + "
           f"{report['train_anchor']} anchor examples for training, "
           f"{report['eval']} held out, {report['duplicates']} duplicates dropped "
           f"({report['exact_duplicates']} exact, {report['near_duplicates_in_batch']} near within "
           f"the batch, {report['near_duplicates_of_replay']} near to the replay buffer), "
-          f"{report['filtered_feedback']} kept out of training by their feedback")
+          f"{report['filtered_feedback']} kept out of training by their feedback; "
+          f"{report['feedback_events']} feedback events ({report['feedback_applied_new']} on "
+          f"tonight's records, {report['feedback_applied_buffer']} on the replay buffer, "
+          f"{report['feedback_removed_from_buffer']} taken out of it, "
+          f"{report['feedback_unmatched']} on answers in neither)")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ param no suite uses, is an error: the suite files hold no thresholds of their ow
 
 Each record is described by a row of features (parse error, JSON types of its fields, turn
 counts, lengths, how far its timestamp lies in the future, residual PII found after redaction).
-Rows failing a row-level expectation are quarantined with its reason; the rest are clean. The
-batch-level suite (volume, quarantine and duplicate rates, user-message length distribution)
+Rows failing a row-level expectation are quarantined with its reason; the rest are clean. Clean
+feedback events (ratings of earlier answers, see pipelines/common/records.py) go to feedback.jsonl
+for the dataset stage, and are counted apart from the records: the batch is judged on
+interactions. The batch-level suite (volume, quarantine and duplicate rates, user-message length distribution)
 then decides whether the cycle may go on: if not, the stage writes its outputs, its report and
 the Data Docs, and exits non-zero, so nothing trains on a broken batch. A batch of fewer than
 validate.min_records records is too small for batch statistics: it is not judged (the report says
@@ -35,6 +37,7 @@ from pipelines.common import params as params_mod
 from pipelines.common.records import (
     ROLES,
     content_hash,
+    is_feedback_event,
     is_invalid,
     parse_timestamp,
     read_jsonl,
@@ -48,7 +51,7 @@ BATCH_SUITE = "records_batch_level"
 PARSE_ERRORS = {"invalid_utf8": "utf8_ok", "invalid_json": "json_ok", "not_an_object": "object_ok"}
 FEATURES = ["row", "utf8_ok", "json_ok", "object_ok", "other_parse_error", "id_type", "timestamp_ok", "minutes_in_future", "n_messages",
             "n_malformed_messages", "n_unknown_roles", "n_user", "n_assistant", "n_empty",
-            "max_chars", "feedback_type", "metadata_type", "n_residual", "user_chars"]
+            "max_chars", "feedback_type", "metadata_type", "n_residual", "response_id_type", "user_chars"]
 
 
 class BatchRejected(RuntimeError):
@@ -105,6 +108,10 @@ def features(record: dict, reference: dt.datetime) -> dict:
         row["minutes_in_future"] = (ts - reference).total_seconds() / 60
     row["feedback_type"] = json_type(record.get("feedback"))
     row["metadata_type"] = json_type(record.get("metadata"))
+    if is_feedback_event(record):  # a rating of an earlier answer: it holds no messages
+        response_id = record.get("response_id")
+        row["response_id_type"] = "missing" if response_id in (None, "") else json_type(response_id)
+        return row
 
     messages = record.get("messages")
     if messages is None:
@@ -271,7 +278,8 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
     Args:
         p: the `validate` section of params.yaml (the suites' thresholds).
         redacted: the cycle's snapshot, redacted by ingest as it pulled (one line per record).
-        out_dir: gets clean.jsonl, quarantine.jsonl and report.json. Each quarantined record
+        out_dir: gets clean.jsonl, feedback.jsonl (clean feedback events), quarantine.jsonl and
+            report.json. Each quarantined record
             carries `_reasons` (reason codes) and `_line` (its line in the snapshot). Like every
             record, it is redacted: what the residual scan flagged was replaced too.
         cycle: the cycle's date (YYYY-MM-DD); timestamps after its end by more than
@@ -297,10 +305,13 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
         for index in result.result.get("unexpected_index_list") or []:
             reasons.setdefault(int(index["row"]), []).append(result.expectation_config.meta["reason"])
 
-    clean_rows = [i for i in range(len(records)) if i not in reasons]
+    events = {i for i, r in enumerate(records) if not is_invalid(r) and is_feedback_event(r)}
+    clean_rows = [i for i in range(len(records)) if i not in reasons and i not in events]
     clean = [records[i] for i in clean_rows]
+    feedback = [records[i] for i in sorted(events) if i not in reasons]
     quarantine = [{**records[i], "_reasons": reasons[i], "_line": i + 1} for i in sorted(reasons)]
     write_jsonl(out_dir / "clean.jsonl", clean)
+    write_jsonl(out_dir / "feedback.jsonl", feedback)
     write_jsonl(out_dir / "quarantine.jsonl", quarantine)
 
     duplicates = exact_duplicates(records, clean_rows)
@@ -308,8 +319,9 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
     frame["duplicate"] = frame["row"].isin(list(duplicates)).astype(float)
     frame.loc[frame["quarantined"] > 0, "user_chars"] = None  # lengths of clean records only
     frame["user_chars"] = frame["user_chars"].astype(float)
-    batch_result = validator.validate(BATCH_SUITE, frame[["row", "quarantined", "duplicate",
-                                                          "user_chars"]])
+    interactions = frame[~frame["row"].isin(list(events))]
+    batch_result = validator.validate(BATCH_SUITE, interactions[["row", "quarantined", "duplicate",
+                                                                 "user_chars"]])
     checks = {}
     for result in batch_result.results:
         observed = result.result.get("observed_value")
@@ -321,14 +333,15 @@ def run(p: params_mod.ValidateParams, redacted: Path, out_dir: Path, cycle: str 
     # Fewer records than min_records: the batch's rates and medians are noise (one bad record of
     # three is 33%), so the batch is not judged. Its rows were checked above; the flow skips
     # training on it (nightly.min_new_examples >= validate.min_records), quietly, as a quiet night.
-    judged = len(records) >= p.min_records
+    judged = len(interactions) >= p.min_records
 
     reason_counts: dict[str, int] = {}
     for rs in reasons.values():
         for reason in rs:
             reason_counts[reason] = reason_counts.get(reason, 0) + 1
     user_chars = frame["user_chars"].dropna()
-    report = {"records": len(records), "clean": len(clean), "quarantined": len(quarantine),
+    report = {"records": len(records), "clean": len(clean), "feedback_events": len(feedback),
+              "quarantined": len(quarantine),
               "quarantine_reasons": dict(sorted(reason_counts.items())),
               "exact_duplicates": len(duplicates),
               "user_chars_median": _plain(user_chars.median()) if len(user_chars) else None,

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.common import params as params_mod
-from pipelines.common.records import is_invalid, parse_line, write_json
+from pipelines.common.records import is_feedback_event, is_invalid, parse_line, write_json
 from pipelines.privacy import executor as executor_mod
 from pipelines.privacy import residual, subjects
 
@@ -411,14 +411,22 @@ class Redactor:
                 "ner_model": self.params.ner_model}
 
 
+def redact_reason(p: params_mod.RedactParams, reason: str) -> str:
+    """A person's free text that nightshift keeps (the reason of a forget, a rebase, a promotion),
+    redacted as a record's text is."""
+    return Redactor(p).redact_text(reason, {})
+
+
 def map_texts(record: dict, fn: Callable[[str], str]) -> dict:
     """The record with `fn` applied to every free text it holds: an invalid line's text, message
     contents (strings or parts), and every string in metadata, feedback and any other field a
-    client added. Only `id`, `timestamp`, `_error`, the messages' `role` and the metadata the
+    client added. Only `id`, `timestamp`, `_error`, a feedback event's `event` and `response_id`,
+    the messages' `role` and the metadata the
     project itself writes (UNTOUCHED_METADATA) keep their values."""
     if is_invalid(record):
         return {**record, "_invalid": fn(record["_invalid"])}
-    out = {k: v if k in UNTOUCHED_FIELDS else _map_strings(v, fn)
+    untouched = UNTOUCHED_FIELDS + (UNTOUCHED_EVENT_FIELDS if is_feedback_event(record) else ())
+    out = {k: v if k in untouched else _map_strings(v, fn)
            for k, v in record.items() if k != "metadata"}
     metadata = record.get("metadata")
     if isinstance(metadata, dict):
@@ -430,6 +438,9 @@ def map_texts(record: dict, fn: Callable[[str], str]) -> dict:
 
 
 UNTOUCHED_FIELDS = ("id", "timestamp", "_error", "_residual", "_subjects")
+# A feedback event's kind and the id of the record it rates (an id, like `id`); on other records
+# these are a client's own fields and redacted like any.
+UNTOUCHED_EVENT_FIELDS = ("event", "response_id")
 # `expect` is a golden record's answer format (a regular expression, curated by `nightshift golden
 # add`), `subjects` the hashes ingest writes, `timestamp_from` ingest's note: none is typed text.
 UNTOUCHED_METADATA = ("expect", "subjects", "timestamp_from")
