@@ -220,8 +220,9 @@ def postgres_url(postgres_server, request) -> str:
 
 
 @contextlib.contextmanager
-def running_mlflow_server(root: Path, backend_store_uri: str):
-    """`mlflow server` on 127.0.0.1 with the given backend store; yields its URL, stops it after."""
+def running_mlflow_server(root: Path, backend_store_uri: str, env: dict | None = None):
+    """`mlflow server` on 127.0.0.1 with the given backend store (and `env` added to its
+    environment); yields its URL, stops it after."""
     port = free_port()
     log = root / "server.log"
     with open(log, "w") as out:
@@ -229,7 +230,7 @@ def running_mlflow_server(root: Path, backend_store_uri: str):
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--backend-store-uri", backend_store_uri,
              "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT)
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180

@@ -132,7 +132,7 @@ def test_workspace_option_is_declared_once_and_shared():
         takers.append(" ".join(path))
         if path != ("demo",):  # the demo keeps its own workspace, demo/
             assert hint == base.Workspace, path
-    assert len(takers) == 15  # all but redact and init
+    assert len(takers) == 16  # all but redact and init
 
 
 @pytest.mark.parametrize("argv", [["rollback"], ["forget", "--reason", "x"],

@@ -53,6 +53,13 @@ def test_with_an_api_key_every_v1_request_needs_it_and_no_champion_is_a_503(tmp_
     assert client.get("/health").json()["version"] is None   # open: it names no data
 
 
+def wait_for(condition, seconds=15):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.3)
+    return condition()
+
+
 def record(i: int, ts: dt.datetime) -> dict:
     return {"id": f"chatcmpl-{i}", "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "messages": [{"role": "user", "content": f"question {i}"},
@@ -134,6 +141,89 @@ def test_forget_takes_a_person_out_of_the_log_while_the_server_keeps_writing(tmp
     log.close()
     assert exchange_log.forget_in_log(tmp_path, sql, "u-ann", None) == 1
     assert [r["metadata"]["user_id"] for r in exchange_log.served_records(tmp_path, sql)] == ["u-ben"]
+
+
+def test_a_webhook_delivery_is_taken_only_when_signed_and_fresh():
+    from flows.serving import webhook
+
+    body, secret = b'{"data": {"name": "m", "alias": "champion", "version": "3"}}', "s3cret"
+    now = 1_800_000_000
+    headers = {"x-mlflow-delivery-id": "d-1", "x-mlflow-timestamp": str(now),
+               "x-mlflow-signature": webhook.signature(secret, "d-1", str(now), body)}
+    assert webhook.verified(secret, headers, body, now=now + 5) is None
+    assert "does not match" in webhook.verified("other", headers, body, now=now)
+    assert "does not match" in webhook.verified(secret, headers, body.replace(b"3", b"1"), now=now)
+    assert "stale" in webhook.verified(secret, headers, body, now=now + 3600)
+    assert "unsigned" in webhook.verified(secret, {}, body, now=now)
+
+
+# What an MLflow server needs to deliver to serve-model on loopback over plain http (its defaults
+# allow https to public addresses only), and to see a new webhook within a second rather than its
+# default 60 s cache.
+WEBHOOK_SERVER_ENV = {"MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+                      "MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_an_alias_moved_on_an_mlflow_server_reaches_the_server_by_webhook_not_by_polling(
+        tmp_path, params, tiny_base, replace):
+    """A real `mlflow server` (SQLite backend) sends its signed webhook on an alias set through its
+    REST API, as the MLflow UI sets it; with polling an hour apart, the new version answers
+    within seconds. A forged call moves nothing."""
+    import uvicorn
+    from peft import get_peft_model
+
+    from flows.serving import webhook
+    from flows.serving.api import create_app
+    from flows.serving.follower import Follower
+    from pipelines.common import modeling
+    from pipelines.model.train import lora_config
+    from registry import history
+    from registry import mlflow_registry as reg
+    from tests.conftest import running_mlflow_server
+
+    port = free_port()
+    hook_url = f"http://127.0.0.1:{port}/webhooks/mlflow"
+    (tmp_path / "mlflow").mkdir()
+    with running_mlflow_server(tmp_path / "mlflow", f"sqlite:///{tmp_path}/mlflow.db",
+                               env=WEBHOOK_SERVER_ENV) as tracking:
+        p = replace(params, registry=replace(params.registry, tracking_uri=tracking),
+                    base_model=replace(params.base_model, model=tiny_base),
+                    serving=replace(params.serving, poll_seconds=3600, webhook_url=hook_url))
+        for i in (1, 2):
+            adapter = tmp_path / f"adapter-{i}"
+            get_peft_model(modeling.load_base(tiny_base, "none"), lora_config(p.train)).save_pretrained(adapter)
+            verdict = {"passed": True, "reasons": ["all checks passed"]}
+            version = reg.register(p.registry, adapter, f"cycle-{i}", {"cycle": f"2026-01-0{i}"},
+                                   {"eval_loss": 1.0}, {"seed": 1}, [], verdict)["version"]
+            history.apply_verdict(p.registry, version, verdict, by="test")
+        follower = Follower(tmp_path, p, tmp_path / "scratch")
+        follower.check()
+        assert follower.current.version == "2"
+        secret = webhook.new_secret()
+        hook = webhook.register(p, hook_url, secret)
+        assert hook is not None
+        app_server = uvicorn.Server(uvicorn.Config(create_app(p, follower, None, None, None, secret),
+                                                   host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=app_server.run, daemon=True)
+        thread.start()
+        try:
+            assert wait_for(lambda: app_server.started, 30)
+            forged = httpx.post(hook_url, json={"data": {"name": MODEL_NAME, "alias": "champion"}},
+                                headers={"x-mlflow-delivery-id": "x", "x-mlflow-timestamp": str(int(time.time())),
+                                         "x-mlflow-signature": "v1,AAAA"})
+            assert forged.status_code == 401
+            time.sleep(2)   # past the MLflow server's webhook cache (1 s here), which knew no webhook
+            moved = time.time()
+            reg.client(p.registry).set_registered_model_alias(MODEL_NAME, "champion", "1")
+            assert wait_for(lambda: follower.current.version == "1", 10), "not followed within 10 s"
+            print(f"followed {time.time() - moved:.1f} s after the alias moved (polling: 3600 s)")
+        finally:
+            webhook.unregister(p, hook)
+            app_server.should_exit = True
+            thread.join(timeout=30)
+        assert not list(reg.client(p.registry).list_webhooks())
 
 
 # --- a served workspace after real cycles -------------------------------------------------------
@@ -245,7 +335,7 @@ def feedback(url: str, response_id: str, rating: str, **extra) -> httpx.Response
 def test_feedback_is_logged_as_an_event_on_the_answer_and_never_for_an_opted_out_one(served):
     ws, url = served
     rated = chat(url, "rate this answer 4e1d", user="u-7").json()["id"]
-    given = feedback(url, rated, "up", comment="great, write to kim.lee@mail.example")
+    given = feedback(url, rated, "up", comment="great, write to kim.lee@mailbox.org")
     assert given.status_code == 200 and given.json()["stored"], given.text
     [event] = [r for r in logged(ws) if r.get("response_id") == rated]
     assert (event["event"], event["feedback"], event["metadata"]["source"]) == (
@@ -305,13 +395,6 @@ def test_an_alias_moved_outside_nightshift_is_followed_too(served):
     while time.time() < deadline and chat(url, "hello").json()["model"] != f"{MODEL_NAME}/2":
         time.sleep(0.2)
     assert chat(url, "hello").json()["model"] == f"{MODEL_NAME}/2"
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.time() + seconds
-    while time.time() < deadline and not condition():
-        time.sleep(0.3)
-    return condition()
 
 
 @pytest.mark.slow
@@ -402,7 +485,7 @@ def test_the_next_cycle_pulls_what_the_server_answered(served):
     assert len(served_records) == len(logged(ws)) >= 3
     answers = [r for r in served_records if r.get("event") != "feedback"]
     assert {r["metadata"]["adapter_version"] for r in answers} <= {"1", "2"}
-    assert not any("dana.example@mail.com" in json.dumps(r) or "kim.lee@mail.example" in json.dumps(r)
+    assert not any("dana.example@mail.com" in json.dumps(r) or "kim.lee@mailbox.org" in json.dumps(r)
                    for r in snapshot)
     summary = json.loads((ws / "reports/summary.json").read_text())
     accounting = summary["accounting"]

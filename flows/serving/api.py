@@ -9,6 +9,8 @@
   cycle that pulls it applies, however many nights after the answer that is.
 - `GET /v1/models`: the models being served, named `<registered model>/<version>`.
 - `GET /health`: the versions answering, their bases, and the followers' last errors.
+- `POST /webhooks/mlflow`: the registry's alias-move webhook (flows/serving/webhook.py), verified
+  by its HMAC signature instead of the API key; only there when serve-model registered one.
 
 With `serving.canary_fraction` above 0 and an @challenger in the registry, that share of
 conversations is answered by @challenger: chosen by a hash of the user id, else of the
@@ -25,7 +27,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
+import threading
 import time
 import uuid
 from typing import Literal
@@ -73,12 +77,18 @@ def model_id(p: params_mod.Params, loaded: Loaded) -> str:
     return f"{p.registry.model_name}/{loaded.version}"
 
 
-def answer(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> tuple[str, int, int]:
-    """The greedy answer, with the prompt's and the answer's token counts; one at a time per model."""
-    from pipelines.common.modeling import reply_counted
+def answer(p: params_mod.Params, loaded: Loaded, messages: list[dict], max_new_tokens: int) -> tuple[str, int, int]:
+    """The greedy answer, with the prompt's and the answer's token counts: from the model in this
+    process (one at a time per model), or from vLLM (which batches)."""
+    with loaded.in_flight:
+        if loaded.engine_name is not None:
+            from flows.serving import vllm_engine
 
-    with loaded.lock:
-        return reply_counted(loaded.model, loaded.tokenizer, messages, max_new_tokens)
+            return vllm_engine.reply_counted(p, loaded.engine_name, messages, max_new_tokens)
+        from pipelines.common.modeling import reply_counted
+
+        with loaded.lock:
+            return reply_counted(loaded.model, loaded.tokenizer, messages, max_new_tokens)
 
 
 def canary_share(key: str, seed: int) -> float:
@@ -87,8 +97,10 @@ def canary_share(key: str, seed: int) -> float:
 
 
 def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog | None,
-               api_key: str | None, challenger: Follower | None = None) -> FastAPI:
-    """The app; `challenger` follows @challenger for the canary (None: no canary)."""
+               api_key: str | None, challenger: Follower | None = None,
+               webhook_secret: str | None = None) -> FastAPI:
+    """The app; `challenger` follows @challenger for the canary (None: no canary);
+    `webhook_secret` signs the registry's webhook calls (None: no webhook endpoint)."""
     app = FastAPI(title="nightshift serve-model", description=__doc__)
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
@@ -140,6 +152,24 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
                                             "created": int(loaded.loaded_at), "owned_by": "nightshift"}
                                            for loaded in served]}
 
+    if webhook_secret is not None:
+        @app.post("/webhooks/mlflow")
+        async def alias_moved(request: Request) -> dict:
+            from flows.serving import webhook
+
+            body = await request.body()
+            refused = webhook.verified(webhook_secret, request.headers, body)
+            if refused:
+                raise HTTPException(401, f"not a webhook of this server's registry: {refused}")
+            data = json.loads(body).get("data") or {}
+            followers = {f.alias: f for f in (follower, challenger) if f is not None}
+            if data.get("name") != p.registry.model_name or data.get("alias") not in followers:
+                return {"followed": False}
+            # Checked beside the request: loading an adapter takes longer than MLflow waits.
+            threading.Thread(target=followers[data["alias"]].check, daemon=True,
+                             name=f"webhook-{data['alias']}").start()
+            return {"followed": True}
+
     @app.post("/v1/feedback", dependencies=[Depends(authorised)])
     async def feedback(body: FeedbackRequest, request: Request) -> dict:
         if not RESPONSE_ID.fullmatch(body.response_id):
@@ -172,7 +202,7 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         limit = min(body.max_completion_tokens or body.max_tokens or p.serving.max_new_tokens,
                     p.serving.max_new_tokens)
         started = time.perf_counter()
-        text, prompt_tokens, answer_tokens = await run_in_threadpool(answer, loaded, messages, limit)
+        text, prompt_tokens, answer_tokens = await run_in_threadpool(answer, p, loaded, messages, limit)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         now = dt.datetime.now(dt.timezone.utc)
         logged = exchanges is not None and not opted_out

@@ -16,6 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from flows.serving import webhook
 from flows.serving.api import create_app
 from flows.serving.exchange_log import ExchangeLog
 from flows.serving.follower import Follower
@@ -62,6 +63,8 @@ def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> No
     challenger = Follower(ws, p, scratch, alias="challenger") if p.serving.canary_fraction > 0 else None
     exchanges = ExchangeLog(ws, p.ingest) if p.serving.log_exchanges else None
     stop = threading.Event()
+    secret = webhook.new_secret() if p.serving.webhook_url else None
+    hook = webhook.register(p, p.serving.webhook_url, secret) if secret else None
     try:
         for each in filter(None, (follower, challenger)):
             try:
@@ -83,10 +86,14 @@ def serve(ws: Path, p: params_mod.Params, host: str, port: int, log=print) -> No
         for each in filter(None, (follower, challenger)):
             threading.Thread(target=each.follow, args=(stop,), daemon=True,
                              name=f"follower-{each.alias}").start()
-        uvicorn.run(create_app(p, follower, exchanges, api_key, challenger), host=host, port=port,
-                    log_level="warning", access_log=False)
+        if hook:
+            log(f"webhook: the registry calls {p.serving.webhook_url} on every alias move")
+        uvicorn.run(create_app(p, follower, exchanges, api_key, challenger, secret if hook else None),
+                    host=host, port=port, log_level="warning", access_log=False)
     finally:
         stop.set()
+        if hook:
+            webhook.unregister(p, hook)
         if exchanges:
             exchanges.close()
         shutil.rmtree(scratch, ignore_errors=True)

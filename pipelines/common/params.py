@@ -331,6 +331,10 @@ class ServingParams:
     max_new_tokens: AtLeast1
     log_exchanges: bool
     canary_fraction: Annotated[float, Field(ge=0, le=1)]
+    webhook_url: str | None
+    engine: Literal["embedded", "vllm"]
+    vllm_url: str
+    vllm_adapter_dir: str | None
 
 
 @section
