@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             verdict = rating(messages[-1]["content"], answer)
             if not args.no_feedback:
                 client.post("/v1/feedback", json={"response_id": body["id"], "rating": verdict}).raise_for_status()
-            tally[(version, verdict)] += 1
+            tally[(version, "answered" if args.no_feedback else f"rated {verdict}")] += 1
             print(f"[version {version}] {messages[-1]['content'][:60]!r} -> {answer[:60]!r} "
                   + ("" if args.no_feedback else f"({verdict})"), flush=True)
-    for (version, verdict), n in sorted(tally.items()):
-        print(f"version {version}: {n} answers rated {verdict}")
+    for (version, what), n in sorted(tally.items()):
+        print(f"version {version}: {n} {what}")
     return 0
 
 
