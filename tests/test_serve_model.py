@@ -157,6 +157,25 @@ def test_a_webhook_delivery_is_taken_only_when_signed_and_fresh():
     assert "unsigned" in webhook.verified(secret, {}, body, now=now)
 
 
+def register_two_versions(p, tmp_path: Path) -> None:
+    """Versions 1 and 2 (@champion) of fresh LoRA adapters on `p`'s base, through the pipeline's
+    own register and verdict path."""
+    from peft import get_peft_model
+
+    from pipelines.common import modeling
+    from pipelines.model.train import lora_config
+    from registry import history
+    from registry import mlflow_registry as reg
+
+    for i in (1, 2):
+        adapter = tmp_path / f"adapter-{i}"
+        get_peft_model(modeling.load_base(p.base_model.model, "none"), lora_config(p.train)).save_pretrained(adapter)
+        verdict = {"passed": True, "reasons": ["all checks passed"]}
+        version = reg.register(p.registry, adapter, f"cycle-{i}", {"cycle": f"2026-01-0{i}"},
+                               {"eval_loss": 1.0}, {"seed": 1}, [], verdict)["version"]
+        history.apply_verdict(p.registry, version, verdict, by="test")
+
+
 # What an MLflow server needs to deliver to serve-model on loopback over plain http (its defaults
 # allow https to public addresses only), and to see a new webhook within a second rather than its
 # default 60 s cache.
@@ -172,14 +191,10 @@ def test_an_alias_moved_on_an_mlflow_server_reaches_the_server_by_webhook_not_by
     REST API, as the MLflow UI sets it; with polling an hour apart, the new version answers
     within seconds. A forged call moves nothing."""
     import uvicorn
-    from peft import get_peft_model
 
     from flows.serving import webhook
     from flows.serving.api import create_app
     from flows.serving.follower import Follower
-    from pipelines.common import modeling
-    from pipelines.model.train import lora_config
-    from registry import history
     from registry import mlflow_registry as reg
     from tests.conftest import running_mlflow_server
 
@@ -191,13 +206,7 @@ def test_an_alias_moved_on_an_mlflow_server_reaches_the_server_by_webhook_not_by
         p = replace(params, registry=replace(params.registry, tracking_uri=tracking),
                     base_model=replace(params.base_model, model=tiny_base),
                     serving=replace(params.serving, poll_seconds=3600, webhook_url=hook_url))
-        for i in (1, 2):
-            adapter = tmp_path / f"adapter-{i}"
-            get_peft_model(modeling.load_base(tiny_base, "none"), lora_config(p.train)).save_pretrained(adapter)
-            verdict = {"passed": True, "reasons": ["all checks passed"]}
-            version = reg.register(p.registry, adapter, f"cycle-{i}", {"cycle": f"2026-01-0{i}"},
-                                   {"eval_loss": 1.0}, {"seed": 1}, [], verdict)["version"]
-            history.apply_verdict(p.registry, version, verdict, by="test")
+        register_two_versions(p, tmp_path)
         follower = Follower(tmp_path, p, tmp_path / "scratch")
         follower.check()
         assert follower.current.version == "2"
@@ -301,7 +310,26 @@ def test_an_answer_names_the_champions_version(served):
     assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
     assert body["usage"]["completion_tokens"] <= 8
     assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == f"{MODEL_NAME}/2"
-    assert chat(url, "hi", stream=True).status_code == 400
+
+
+@pytest.mark.slow
+def test_a_streamed_answer_comes_as_openai_chunks_and_is_the_same_greedy_answer(served):
+    ws, url = served
+    whole = chat(url, "Can I return the desk lamp?", user="u-9").json()["choices"][0]["message"]["content"]
+    streamed = chat(url, "Can I return the desk lamp?", user="u-9", stream=True)
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.headers["x-nightshift-version"] == "2"
+    events = [line[len("data: "):] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["model"] for c in chunks} == {f"{MODEL_NAME}/2"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and len(chunks) >= 3
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.strip() == whole
+    # Logged once complete, with the whole answer.
+    [record] = [r for r in logged(ws) if r["id"] == chunks[0]["id"]]
+    assert record["messages"][-1]["content"] == whole and record["metadata"]["adapter_version"] == "2"
 
 
 @pytest.mark.slow

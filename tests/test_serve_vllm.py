@@ -45,25 +45,16 @@ def vllm_server(tiny_base, tmp_path):
 def test_vllm_answers_with_the_champion_and_follows_a_move_under_a_new_adapter_name(
         vllm_server, tiny_base, tmp_path, params, replace):
     from fastapi.testclient import TestClient
-    from peft import get_peft_model
 
     from flows.serving.api import create_app
     from flows.serving.follower import Follower
-    from pipelines.common import modeling
-    from pipelines.model.train import lora_config
-    from registry import history
     from registry import mlflow_registry as reg
+    from tests.test_serve_model import register_two_versions
 
     p = replace(params, base_model=replace(params.base_model, model=tiny_base),
                 registry=replace(params.registry, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
                 serving=replace(params.serving, engine="vllm", vllm_url=vllm_server))
-    for i in (1, 2):
-        adapter = tmp_path / f"adapter-{i}"
-        get_peft_model(modeling.load_base(tiny_base, "none"), lora_config(p.train)).save_pretrained(adapter)
-        verdict = {"passed": True, "reasons": ["all checks passed"]}
-        version = reg.register(p.registry, adapter, f"cycle-{i}", {"cycle": f"2026-01-0{i}"},
-                               {"eval_loss": 1.0}, {"seed": 1}, [], verdict)["version"]
-        history.apply_verdict(p.registry, version, verdict, by="test")
+    register_two_versions(p, tmp_path)
     follower = Follower(tmp_path, p, tmp_path / "scratch")
     follower.check()
     first = follower.current.engine_name

@@ -105,11 +105,14 @@ def serve_model(
     port: Annotated[int | None, option(metavar="PORT", help="port (default: serving.port)")] = None,
     workspace: Workspace = ".",
 ) -> None:
-    """Serve an OpenAI-compatible chat API (POST /v1/chat/completions, GET /v1/models; GET /health
-    names the version answering) with the workspace's base model and the @champion adapter. An alias move (a cycle, `nightshift
-    rollback`, the MLflow UI) is followed within serving.poll_seconds; every answer names its
-    version. Exchanges are logged to ingest.url for tonight's cycle unless a request opts out
-    ("store": false). Loopback by default; another address needs NIGHTSHIFT_API_KEY."""
+    """Serve an OpenAI-compatible chat API (POST /v1/chat/completions, streamed or not; POST
+    /v1/feedback; GET /v1/models; GET /health names the version answering) with the workspace's
+    base model and the @champion adapter, and @challenger for serving.canary_fraction of users
+    while there is one. An alias move (a cycle, `nightshift rollback`, the MLflow UI) is
+    followed within serving.poll_seconds, or at once by webhook (serving.webhook_url); every
+    answer names its version. Exchanges and feedback are logged to ingest.url for tonight's cycle
+    unless a request opts out ("store": false). serving.engine: vllm hands generation to a vLLM
+    server. Loopback by default; another address needs NIGHTSHIFT_API_KEY."""
     from flows.serving import server
 
     ws, p = workspace_params(workspace)

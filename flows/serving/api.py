@@ -2,8 +2,9 @@
 
 - `POST /v1/chat/completions`: `messages`, optional `max_tokens` (or `max_completion_tokens`),
   `user` (the end user's id, logged with the exchange), `metadata.conversation_id` (or the header
-  X-Conversation-Id), `store` (false: the exchange is logged nowhere). The answer is greedy.
-  `stream: true` is refused with 400 (not supported yet).
+  X-Conversation-Id), `store` (false: the exchange is logged nowhere), `stream` (true: the answer
+  comes as server-sent events, `chat.completion.chunk` objects and `data: [DONE]`, as OpenAI
+  streams; the exchange is logged once it is complete). The answer is greedy.
 - `POST /v1/feedback`: `response_id` (an answer's `id`), `rating` ("up" or "down"), optional
   `comment`. Written to the log as a feedback event (pipelines/common/records.py), which the
   cycle that pulls it applies, however many nights after the answer that is.
@@ -36,7 +37,7 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from flows.serving.exchange_log import SOURCE, ExchangeLog
@@ -89,6 +90,22 @@ def answer(p: params_mod.Params, loaded: Loaded, messages: list[dict], max_new_t
 
         with loaded.lock:
             return reply_counted(loaded.model, loaded.tokenizer, messages, max_new_tokens)
+
+
+def answer_pieces(p: params_mod.Params, loaded: Loaded, messages: list[dict], max_new_tokens: int,
+                  counts: dict):
+    """The answer as it is generated (vLLM's comes whole, as one piece); the token counts go into
+    `counts` at the end."""
+    with loaded.in_flight:
+        if loaded.engine_name is not None:
+            text, prompt_tokens, answer_tokens = answer(p, loaded, messages, max_new_tokens)
+            counts.update(prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+            yield text
+            return
+        from pipelines.common.modeling import reply_streamed
+
+        with loaded.lock:
+            yield from reply_streamed(loaded.model, loaded.tokenizer, messages, max_new_tokens, counts)
 
 
 def canary_share(key: str, seed: int) -> float:
@@ -187,9 +204,7 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         return {"stored": True, "id": event["id"]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
-    async def chat(body: ChatRequest, request: Request) -> JSONResponse:
-        if body.stream:
-            raise HTTPException(400, "stream: true is not supported yet; send stream: false")
+    async def chat(body: ChatRequest, request: Request):
         # A new id is 16 hex digits behind "conv-": 32 bare ones look like a key to the residual
         # scan at ingest, which would quarantine every exchange that carries one.
         conversation = ((body.metadata or {}).get("conversation_id")
@@ -201,31 +216,54 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         messages = [m.model_dump() for m in body.messages]
         limit = min(body.max_completion_tokens or body.max_tokens or p.serving.max_new_tokens,
                     p.serving.max_new_tokens)
-        started = time.perf_counter()
-        text, prompt_tokens, answer_tokens = await run_in_threadpool(answer, p, loaded, messages, limit)
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        now = dt.datetime.now(dt.timezone.utc)
         logged = exchanges is not None and not opted_out
         response_id = f"chatcmpl-{'' if logged else 'nolog-'}{uuid.uuid4().hex}"
-        if logged:
+        headers = {VERSION_HEADER: loaded.version, "X-Conversation-Id": conversation}
+
+        def log_exchange(text: str, latency_ms: float) -> None:
+            if not logged:
+                return
+            now = dt.datetime.now(dt.timezone.utc)
             metadata = {"adapter_version": loaded.version, "base_model": loaded.base_model,
-                        "latency_ms": latency_ms, "conversation_id": conversation,
-                        "source": SOURCE}
+                        "latency_ms": latency_ms, "conversation_id": conversation, "source": SOURCE}
             if body.user:
                 metadata["user_id"] = body.user
             if served_as:
                 metadata["served_as"] = served_as
-            record = {"id": response_id, "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                      "messages": messages + [{"role": "assistant", "content": text}],
-                      "feedback": None, "metadata": metadata}
-            await run_in_threadpool(exchanges.write, record, now)
-        content = {"id": response_id, "object": "chat.completion", "created": int(now.timestamp()),
+            exchanges.write({"id": response_id, "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                             "messages": messages + [{"role": "assistant", "content": text}],
+                             "feedback": None, "metadata": metadata}, now)
+
+        created = int(time.time())
+        if body.stream:
+            def events():
+                def chunk(delta: dict, finish: str | None = None) -> str:
+                    return "data: " + json.dumps({
+                        "id": response_id, "object": "chat.completion.chunk", "created": created,
+                        "model": model_id(p, loaded),
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+                started, counts, pieces = time.perf_counter(), {}, []
+                yield chunk({"role": "assistant", "content": ""})
+                for piece in answer_pieces(p, loaded, messages, limit, counts):
+                    if piece:
+                        pieces.append(piece)
+                        yield chunk({"content": piece})
+                log_exchange("".join(pieces).strip(), round((time.perf_counter() - started) * 1000, 1))
+                yield chunk({}, "length" if counts["answer_tokens"] >= limit else "stop")
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+        started = time.perf_counter()
+        text, prompt_tokens, answer_tokens = await run_in_threadpool(answer, p, loaded, messages, limit)
+        await run_in_threadpool(log_exchange, text, round((time.perf_counter() - started) * 1000, 1))
+        content = {"id": response_id, "object": "chat.completion", "created": created,
                    "model": model_id(p, loaded),
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                 "finish_reason": "length" if answer_tokens >= limit else "stop"}],
                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer_tokens,
                              "total_tokens": prompt_tokens + answer_tokens}}
-        return JSONResponse(content, headers={VERSION_HEADER: loaded.version,
-                                              "X-Conversation-Id": conversation})
+        return JSONResponse(content, headers=headers)
 
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import math
 import os
 from pathlib import Path
@@ -206,6 +208,41 @@ def reply_counted(model, tokenizer, messages: list[dict], max_new_tokens: int) -
     prompt_tokens = inputs["input_ids"].shape[1]
     new = output[0, prompt_tokens:]
     return tokenizer.decode(new, skip_special_tokens=True).strip(), prompt_tokens, len(new)
+
+
+def reply_streamed(model, tokenizer, messages: list[dict], max_new_tokens: int, counts: dict) -> Iterator[str]:
+    """`reply_counted` as it is generated: yields the answer's text piece by piece (transformers'
+    TextIteratorStreamer, with generation in a thread of its own) and, once done, puts the
+    prompt's and the answer's token counts into `counts`. The same greedy answer."""
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                           return_tensors="pt").to(model.device)
+    model.eval()
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    done: dict = {}
+
+    def generate() -> None:
+        try:
+            with torch.inference_mode():
+                done["output"] = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                                pad_token_id=tokenizer.pad_token_id,
+                                                eos_token_id=tokenizer.eos_token_id, streamer=streamer)
+        except BaseException as exc:   # handed to the reader, who would otherwise wait forever
+            done["error"] = exc
+            streamer.end()
+
+    thread = threading.Thread(target=generate, daemon=True, name="generate")
+    thread.start()
+    yield from streamer
+    thread.join()
+    if "error" in done:
+        raise done["error"]
+    prompt_tokens = inputs["input_ids"].shape[1]
+    counts.update(prompt_tokens=prompt_tokens, answer_tokens=done["output"].shape[1] - prompt_tokens)
 
 
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
