@@ -173,3 +173,14 @@ def test_late_feedback_takes_a_buffered_answer_out_of_replay_and_rates_tonights(
     rated = next_buffer.get("r6") or trained.get("r6") or next(
         r for r in read_jsonl(tmp_path / "out/eval.jsonl") if r["id"] == "r6")
     assert rated["feedback"] == "up" and rated["metadata"]["feedback_at"] == "2026-01-05T12:00:00Z"
+
+
+def test_feedback_on_a_record_with_a_numeric_id_is_applied(tmp_path, params):
+    """A source's own ids may be numbers; an event names them as its logger wrote them."""
+    records = [{**rec(i), "id": 7000 + i} for i in range(30)]
+    write_jsonl(tmp_path / "clean.jsonl", records)
+    write_jsonl(tmp_path / "feedback.jsonl", [feedback_event("e1", 7003, "down")])
+    report = dataset.run(params.dataset, params.replay, params.seed, "2026-01-05",
+                         tmp_path / "clean.jsonl", tmp_path / "none.jsonl", tmp_path / "out",
+                         feedback=tmp_path / "feedback.jsonl")
+    assert (report["feedback_applied_new"], report["filtered_feedback"], report["feedback_unmatched"]) == (1, 1, 0)

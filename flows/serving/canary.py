@@ -78,7 +78,8 @@ def measure(records: list[dict], alias: str, version: str | None) -> Side:
                 or str(metadata.get("adapter_version")) != str(version)):
             continue
         side.answered += 1
-        rating = latest[record["id"]]["feedback"] if record["id"] in latest else record.get("feedback")
+        rid = str(record.get("id"))
+        rating = latest[rid]["feedback"] if rid in latest else record.get("feedback")
         if rating in ("up", "down"):
             side.rated += 1
             side.up += rating == "up"

@@ -80,9 +80,9 @@ def latest_feedback(events: Iterable[dict]) -> dict[str, dict]:
     latest: dict[str, tuple] = {}
     for order, event in enumerate(events):
         key = (parse_timestamp(event.get("timestamp")) or dt.datetime.min.replace(tzinfo=dt.timezone.utc), order)
-        seen = latest.get(event["response_id"])
+        seen = latest.get(str(event["response_id"]))
         if seen is None or key >= seen[0]:
-            latest[event["response_id"]] = (key, event)
+            latest[str(event["response_id"])] = (key, event)
     return {rid: event for rid, (_, event) in latest.items()}
 
 
