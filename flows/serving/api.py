@@ -108,6 +108,11 @@ def answer_pieces(p: params_mod.Params, loaded: Loaded, messages: list[dict], ma
             yield from reply_streamed(loaded.model, loaded.tokenizer, messages, max_new_tokens, counts)
 
 
+def opts_out(request: Request) -> bool:
+    """Whether the request's header X-Nightshift-Opt-Out asks not to be logged."""
+    return request.headers.get(OPT_OUT_HEADER.lower(), "").lower() in ("1", "true", "yes")
+
+
 def canary_share(key: str, seed: int) -> float:
     """Where a user or conversation falls in [0, 1): the same key, the same side every time."""
     return int(hashlib.sha256(f"{seed}:canary:{key}".encode()).hexdigest()[:8], 16) / 0x100000000
@@ -192,8 +197,7 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         if not RESPONSE_ID.fullmatch(body.response_id):
             raise HTTPException(400, f"{body.response_id!r} is not an answer's id: send the `id` "
                                      "of a /v1/chat/completions response")
-        if body.response_id.startswith("chatcmpl-nolog-") or exchanges is None or request.headers.get(
-                OPT_OUT_HEADER.lower(), "").lower() in ("1", "true", "yes"):
+        if body.response_id.startswith("chatcmpl-nolog-") or exchanges is None or opts_out(request):
             return {"stored": False, "why": "the answer or this request opted out of the log, "
                                             "or the server logs nothing"}
         now = dt.datetime.now(dt.timezone.utc)
@@ -209,8 +213,7 @@ def create_app(p: params_mod.Params, follower: Follower, exchanges: ExchangeLog 
         # scan at ingest, which would quarantine every exchange that carries one.
         conversation = ((body.metadata or {}).get("conversation_id")
                         or request.headers.get("x-conversation-id") or f"conv-{uuid.uuid4().hex[:16]}")
-        opted_out = not body.store or request.headers.get(OPT_OUT_HEADER.lower(), "").lower() in (
-            "1", "true", "yes")
+        opted_out = not body.store or opts_out(request)
         # Held to the end: a swap meanwhile does not change this answer.
         loaded, served_as = route(body.user, conversation)
         messages = [m.model_dump() for m in body.messages]

@@ -32,8 +32,7 @@ from pathlib import Path
 from flows.serving.exchange_log import served_records
 from pipelines.common import params as params_mod
 from pipelines.common.records import is_feedback_event, latest_feedback
-
-CHAMPION, CHALLENGER = "champion", "challenger"
+from registry.mlflow_registry import CHALLENGER, CHAMPION
 
 
 @dataclass

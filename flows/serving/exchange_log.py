@@ -85,18 +85,20 @@ class ExchangeLog:
             self._engine.dispose()
 
 
+def server_record(raw: str | bytes) -> dict | None:
+    """A log line as a record when `serve-model` wrote it (its metadata names the server), else None."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    metadata = record.get("metadata") if isinstance(record, dict) else None
+    return record if isinstance(metadata, dict) and metadata.get("source") == SOURCE else None
+
+
 def served_records(ws: Path, p: params_mod.IngestParams) -> Iterator[dict]:
     """Every record `serve-model` logged in the source (`ingest.url`), pulled by a cycle or not:
     its exchanges and its feedback events, as written (raw: the source is not redacted). Reads
     the JSONL lines that name the server, or the table's rows that do."""
-    def parsed(raw: str | bytes) -> dict | None:
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            return None
-        metadata = record.get("metadata") if isinstance(record, dict) else None
-        return record if isinstance(metadata, dict) and metadata.get("source") == SOURCE else None
-
     if is_sql_url(p.url):
         import sqlalchemy as sa
 
@@ -108,7 +110,7 @@ def served_records(ws: Path, p: params_mod.IngestParams) -> Iterator[dict]:
                 table = sa.Table(p.table, sa.MetaData(), autoload_with=conn)
                 query = sa.select(table.c.record).where(table.c.record.contains(SOURCE))
                 for (raw,) in conn.execute(query):
-                    if (record := parsed(raw)) is not None:
+                    if (record := server_record(raw)) is not None:
                         yield record
         finally:
             engine.dispose()
@@ -117,7 +119,7 @@ def served_records(ws: Path, p: params_mod.IngestParams) -> Iterator[dict]:
     for file in log_files(ws / p.url):
         with open(file, "rb") as f:
             for line in f:
-                if marker in line and (record := parsed(line)) is not None:
+                if marker in line and (record := server_record(line)) is not None:
                     yield record
 
 
@@ -192,16 +194,10 @@ def forget_in_log(ws: Path, p: params_mod.IngestParams, user_id: str | None, tex
         with open(file, "rb+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)   # the server's appends wait
             lines = f.read().splitlines(keepends=True)
-            records = {}
-            for i, line in enumerate(lines):
-                if marker in line:
-                    try:
-                        records[i] = json.loads(line)
-                    except ValueError:
-                        continue
-            ids = doomed([r for r in records.values() if r.get("metadata", {}).get("source") == SOURCE])
-            drop = {i for i, r in records.items() if str(r.get("id")) in ids
-                    and r.get("metadata", {}).get("source") == SOURCE}
+            records = {i: r for i, line in enumerate(lines)
+                       if marker in line and (r := server_record(line)) is not None}
+            ids = doomed(list(records.values()))
+            drop = {i for i, r in records.items() if str(r.get("id")) in ids}
             if not drop:
                 continue
             tmp = file.with_name(file.name + ".forget")
