@@ -32,15 +32,15 @@ from registry import mlflow_registry as reg
 CRASH_AFTER_ENV = "NIGHTSHIFT_CRASH_AFTER"  # test hook only: see the module docstring
 # The DAG in two parts: the data stages run for every night with records; the model stages only
 # when the night brings at least nightly.min_new_examples learnable examples.
-DATA_STAGES = ["validate", "dataset"]
+DATA_STAGES = ["validate", "dataset", "retrieval"]
 MODEL_STAGES = ["base_model", "drift", "train", "evaluate", "gate"]
 DAG_STAGES = DATA_STAGES + MODEL_STAGES
 
 
 @flow(name="nightly", log_prints=True)
 def nightly(date: str | None = None, workspace: str = ".", source: str | None = None) -> dict:
-    """One nightly cycle: ingest (redacting as it pulls) -> validate -> dataset -> base_model ->
-    drift -> train -> evaluate -> gate -> version -> register -> model_drift. `date` is the day
+    """One nightly cycle: ingest (redacting as it pulls) -> validate -> dataset -> retrieval -> base_model ->
+    drift -> train -> evaluate -> gate -> worth -> version -> register -> model_drift. `date` is the day
     whose interactions are learned (default: yesterday on the clock of schedule.timezone). One
     cycle at a time per workspace: a second start while one runs fails at once with
     cycle_lock.CycleRunning. Returns the cycle's summary (reports/summary.json).
@@ -117,6 +117,12 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
                         "replay buffer that later nights replay from")
         for stage in MODEL_STAGES:
             step(stage, tasks.dvc_stage.with_options(name=stage), ws, stage)
+        worth = step("worth", tasks.worth, ws, day, p, dict(summary.timings))
+        summary.worth = {k: worth[k] for k in ("headline", "over_retrieval", "over_prompting", "diagnosis",
+                                               "nights_retrieval_matched", "not_paying")}
+        summary.worth.update(cycle_cost_usd=worth["cost"]["usd"],
+                             break_even_requests_per_day=worth["break_even"]["break_even_requests_per_day"],
+                             report=str(ws / paths.WORTH_HTML))
         versioned = step("version", version, ws, day, p)
         registered = step("register", tasks.register, ws, day, p, pinned["parent_version"], versioned)
         registered = step("apply_verdict", tasks.apply_verdict, ws, p, registered)

@@ -29,6 +29,8 @@ def should_alert(summary: CycleSummary, p: params_mod.NotifyParams) -> bool:
         return True
     if (summary.drift and summary.drift.alarm) or (summary.model_drift and summary.model_drift.alarm):
         return True
+    if summary.worth and summary.worth.get("not_paying"):
+        return True
     return p.on_success and summary.status == "succeeded"
 
 
@@ -60,6 +62,13 @@ def compose(summary: CycleSummary, registry: params_mod.RegistryParams,
         kind = "warning"
         lines.append(f"Version {summary.version} moved away from production or from its own "
                      f"history; see {model_drift.report}.")
+        lines.append(f"Version {summary.version}: {summary.reason or ''}")
+    elif summary.worth and summary.worth.get("not_paying"):
+        title = f"nightshift cycle {cycle}: fine-tuning is not paying for itself on this data"
+        kind = "warning"
+        lines.append(f"{summary.worth['headline']}.")
+        lines.append(f"The gap: {summary.worth['diagnosis']}. Serving the base model with retrieval "
+                     f"would do as well; see {summary.worth['report']}.")
         lines.append(f"Version {summary.version}: {summary.reason or ''}")
     else:
         title = f"nightshift cycle {cycle}: version {summary.version} registered"

@@ -1,6 +1,7 @@
-"""The cycle's pinned inputs besides the raw snapshot: the parent adapter and the replay buffer.
+"""The cycle's pinned inputs besides the raw snapshot: the parent adapter, the replay buffer and
+the retrieval index earlier cycles grew.
 
-Both are put in place before the DVC stages run and then tracked with `dvc add`, so the cycle's
+All are put in place before the DVC stages run and then tracked with `dvc add`, so the cycle's
 git commit records exactly which adapter it continued from and which buffer it replayed.
 """
 
@@ -38,16 +39,16 @@ def pin_parent_adapter(p: params_mod.RegistryParams, parent_dir: Path) -> str | 
     return champion.version if champion else None
 
 
-def pin_replay_buffer(date: dt.date, grown_buffer: Path, buffer: Path) -> None:
-    """The buffer an earlier cycle's dataset stage grew becomes this cycle's replay input.
+def pin_grown(date: dt.date, grown: Path, grown_report: Path, pinned: Path) -> None:
+    """What an earlier cycle's stage grew (the dataset stage's next replay buffer, the retrieval
+    stage's index) becomes this cycle's input; `grown_report`'s `cycle` says which night grew it.
 
-    A re-run of the same date (or of an earlier one) keeps the buffer it had, so nothing is
-    replayed from the night being learned.
+    A re-run of the same date (or of an earlier one) keeps the input it had, so nothing is
+    replayed or retrieved from the night being learned as if it were an earlier one.
     """
-    report = grown_buffer.parent / "report.json"
-    grown_for = read_json(report).get("cycle")
-    buffer.parent.mkdir(parents=True, exist_ok=True)
-    if grown_for and grown_for < date.isoformat() and grown_buffer.exists():
-        shutil.copyfile(grown_buffer, buffer)
-    elif not buffer.exists():
-        buffer.touch()
+    grown_for = read_json(grown_report).get("cycle")
+    pinned.parent.mkdir(parents=True, exist_ok=True)
+    if grown_for and grown_for < date.isoformat() and grown.exists():
+        shutil.copyfile(grown, pinned)
+    elif not pinned.exists():
+        pinned.touch()

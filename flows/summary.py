@@ -101,6 +101,7 @@ class CycleSummary(Part):
     eval: dict[str, float | None] | None = None
     eval_sets: dict[str, dict[str, float | None]] | None = None
     gate: Verdict | None = None
+    worth: dict | None = None     # the adapter against prompting and retrieval, cost, break-even
 
     @classmethod
     def start(cls, day: dt.date) -> CycleSummary:

@@ -25,6 +25,7 @@ from pipelines.common import paths
 from pipelines.common.records import read_json
 from pipelines.data import ingest as ingest_stage
 from pipelines.model import model_drift as model_drift_stage
+from pipelines.model import worth as worth_stage
 from pipelines.privacy import subjects
 from registry import erasure, history, lineage
 from registry import mlflow_registry as reg
@@ -107,10 +108,12 @@ def ingest(ws: Path, date: dt.date, p: params_mod.Params, source_url: str | None
 
 @task(name="pin_inputs")
 def pin_inputs(ws: Path, date: dt.date, p: params_mod.Params) -> dict:
-    """Put the parent adapter (@champion now) and the replay buffer in place, pinned by DVC."""
+    """Put the parent adapter (@champion now), the replay buffer and the retrieval index in place,
+    pinned by DVC."""
     parent_version = pinning.pin_parent_adapter(p.registry, ws / paths.PARENT_DIR)
-    pinning.pin_replay_buffer(date, ws / paths.NEXT_BUFFER, ws / paths.BUFFER)
-    wsp.dvc(ws, "add", "-q", str(paths.PARENT_DIR), str(paths.BUFFER))
+    pinning.pin_grown(date, ws / paths.NEXT_BUFFER, ws / paths.DATASET_REPORT, ws / paths.BUFFER)
+    pinning.pin_grown(date, ws / paths.RETRIEVAL_INDEX, ws / paths.RETRIEVAL_REPORT, ws / paths.PAST_INDEX)
+    wsp.dvc(ws, "add", "-q", str(paths.PARENT_DIR), str(paths.BUFFER), str(paths.PAST_INDEX))
     get_run_logger().info("training continues from @champion = version %s", parent_version
                           if parent_version else "none: a new adapter starts")
     return {"parent_version": parent_version}
@@ -172,8 +175,12 @@ def register(ws: Path, date: dt.date, p: params_mod.Params, parent_version: str 
                            erasure.inherited(p.registry, parent_version))
     reports = [paths.EVAL_REPORT, paths.GATE_REPORT, paths.TRAIN_REPORT, paths.DRIFT_REPORT,
                paths.DRIFT_HTML, paths.VALIDATED_REPORT, paths.snapshot_report(date.isoformat())]
-    result = reg.register(p.registry, ws / paths.CANDIDATE_DIR, f"cycle-{date.isoformat()}", tags,
-                          lineage.run_metrics(evaluation, read_json(ws / paths.TRAIN_REPORT)),
+    worth = read_json(ws / paths.WORTH_REPORT)
+    if worth.get("cycle") == date.isoformat():
+        reports += [paths.WORTH_REPORT, paths.WORTH_HTML]
+    metrics = lineage.run_metrics(evaluation, read_json(ws / paths.TRAIN_REPORT))
+    metrics |= worth_stage.metrics(worth) if worth.get("cycle") == date.isoformat() else {}
+    result = reg.register(p.registry, ws / paths.CANDIDATE_DIR, f"cycle-{date.isoformat()}", tags, metrics,
                           lineage.logged_params(p), [ws / r for r in reports], verdict)
     log = get_run_logger()
     for run_id in result["deleted_orphan_runs"]:
@@ -192,6 +199,20 @@ def apply_verdict(ws: Path, p: params_mod.Params, registered: dict) -> dict:
                                    read_json(ws / paths.GATE_REPORT), by=f"nightly flow run {flow_run_id()}")
     get_run_logger().info("version %s: %s", registered["version"], result["reason"])
     return {**registered, **result}
+
+
+@task(name="worth")
+def worth(ws: Path, date: dt.date, p: params_mod.Params, timings: dict[str, float]) -> dict:
+    """The candidate against prompting and few-shot retrieval, the cycle's cost so far
+    (`timings`: seconds per step) and the break-even at the volume the source logged that day."""
+    logged = read_json(ws / paths.snapshot_report(date.isoformat())).get("records", 0)
+    feedback_events = read_json(ws / paths.DATASET_REPORT).get("feedback_events", 0)
+    report = worth_stage.write(p.worth, p.seed, date.isoformat(), read_json(ws / paths.EVAL_REPORT),
+                               read_json(ws / paths.TRAIN_REPORT), timings,
+                               max(logged - feedback_events, 0), ws / paths.WORTH_REPORT)
+    log = get_run_logger()
+    (log.warning if report["not_paying"] else log.info)("worth: %s", report["headline"])
+    return report
 
 
 @task(name="model_drift")

@@ -158,9 +158,10 @@ def forgotten_alice(cycled):
 def test_the_users_records_are_gone_from_every_data_file_and_the_other_users_stay(forgotten_alice):
     ws, salt, hashes, before, _, bob_before, stdout = forgotten_alice
     files = {f.relative_to(ws).as_posix() for f, recs in before.items() if recs}
-    # Alice was in the snapshot, the validated records, the training data and the golden set.
+    # Alice was in the snapshot, the validated records, the training data, the retrieval index
+    # (whose lines keep each record's embedding beside it) and the golden set.
     assert {f"data/snapshots/{DAY1}.jsonl", "data/validated/clean.jsonl", "data/dataset/train.jsonl",
-            "data/golden/golden.jsonl"} <= files, files
+            "data/retrieval/index.jsonl", "data/golden/golden.jsonl"} <= files, files
     for f in data_files(ws):
         assert not about(records_in(f), hashes), f
     bob = subjects.match_subjects(salt, user_id=BOB)

@@ -64,6 +64,12 @@ def print_summary(summary: dict | CycleSummary) -> None:
         if name != "new" and losses.get("candidate") is not None:
             print(f"          {name:<6} candidate {fmt(losses.get('candidate'))}, champion "
                   f"{fmt(losses.get('champion'))}, base {fmt(losses.get('base'))}")
+    if s.worth:
+        w = s.worth
+        be = w.get("break_even_requests_per_day")
+        print(f"worth     {'NOT PAYING: ' if w.get('not_paying') else ''}{w.get('headline')}\n"
+              f"          gap: {w.get('diagnosis')}; cycle cost {w.get('cycle_cost_usd')} USD, "
+              f"fine-tuning pays from {be if be is not None else '-'} requests a day ({w.get('report')})")
     if s.drift:
         state = ("ALARM: " + ", ".join(s.drift.alarms)) if s.drift.alarm else (s.drift.note or "no drift")
         print(f"drift     {state} ({s.drift.report})")

@@ -82,6 +82,47 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
+def fit_examples(tokenizer, messages: list[dict], examples: list[dict], max_length: int,
+                 reserve: int = 0) -> list[dict]:
+    """`messages` with as many of `examples` (nearest first) in its context as fit in
+    `max_length` tokens with `reserve` to spare (an answer yet to be generated); the farthest go
+    first. With none fitting, `messages` alone."""
+    from pipelines.common.retrieval import with_examples
+
+    for n in range(len(examples), 0, -1):
+        chat = with_examples(messages, examples[:n])
+        if len(tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]) + reserve <= max_length:
+            return chat
+    return messages
+
+
+def encode_in_context(tokenizer, messages: list[dict], examples: list[dict], max_length: int) -> dict:
+    """`encode_scored` of `messages` with retrieved `examples` as earlier turns (`fit_examples`),
+    labels on the chat's own answers only: the examples' answers are context, not scored. Adds
+    `context_tokens`, how many tokens the examples added to the prompt."""
+    chat = fit_examples(tokenizer, messages, examples, max_length)
+    encoded = encode_scored(tokenizer, chat, max_length)
+    own_answers = sum(m.get("role") == "assistant" for m in messages)
+    spans, previous = [], IGNORE_INDEX
+    for i, label in enumerate(encoded["labels"]):
+        if label != IGNORE_INDEX and previous == IGNORE_INDEX:
+            spans.append(i)
+        previous = label
+    context_answers = spans[:max(len(spans) - own_answers, 0)]
+    labels = list(encoded["labels"])
+    if context_answers:
+        cut = spans[len(context_answers)] if len(spans) > len(context_answers) else len(labels)
+        labels[:cut] = [IGNORE_INDEX] * cut
+    alone = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    full = len(tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"])
+    n_bytes = sum(len(m["content"].encode("utf-8")) for m in messages if m.get("role") == "assistant")
+    if full > max_length:
+        kept = [t for t in labels if t != IGNORE_INDEX]
+        n_bytes = len(tokenizer.decode(kept, skip_special_tokens=True).encode("utf-8"))
+    return {"input_ids": encoded["input_ids"], "labels": labels, "answer_bytes": n_bytes,
+            "context_tokens": full - alone}
+
+
 def collate(batch: list[dict], pad_token_id: int) -> dict:
     """Pad a batch on the right; padded positions are masked out of attention and loss.
 
@@ -154,23 +195,26 @@ def encode_scored(tokenizer, messages: list[dict], max_length: int) -> dict:
 @torch.no_grad()
 def answer_scores(model, examples: list[dict], batch_size: int, pad_token_id: int) -> dict:
     """Sums over the labelled (answer) tokens: negative log-likelihood in nats, tokens, tokens
-    predicted right, and the examples' `answer_bytes` (0 where they carry none)."""
+    predicted right, and the examples' `answer_bytes` (0 where they carry none); `per_example`
+    holds each example's [nats, tokens], for comparisons paired by example."""
     model.eval()
-    total, correct, tokens = 0.0, 0, 0
+    total, correct, tokens, per_example = 0.0, 0, 0, []
     for start in range(0, len(examples), batch_size):
         batch = on_device(collate(examples[start:start + batch_size], pad_token_id), model)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         shift_logits = logits[:, :-1].float()
         shift_labels = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(
+        losses = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum")
+            ignore_index=IGNORE_INDEX, reduction="none").view(shift_labels.shape)
         mask = shift_labels != IGNORE_INDEX
-        total += loss.item()
+        row_nats, row_tokens = (losses * mask).sum(1), mask.sum(1)
+        per_example.extend([float(n), int(t)] for n, t in zip(row_nats.tolist(), row_tokens.tolist()))
+        total += float(row_nats.sum())
         correct += int(((shift_logits.argmax(-1) == shift_labels) & mask).sum())
         tokens += int(mask.sum())
     return {"nats": total, "tokens": tokens, "correct": correct,
-            "bytes": sum(e.get("answer_bytes", 0) for e in examples)}
+            "bytes": sum(e.get("answer_bytes", 0) for e in examples), "per_example": per_example}
 
 
 def loss_and_accuracy(model, examples: list[dict], batch_size: int, pad_token_id: int) -> tuple[float, float]:

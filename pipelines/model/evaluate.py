@@ -33,8 +33,12 @@ from pathlib import Path
 from pipelines.common import params as params_mod
 from pipelines.common.metrics import SETS, metric
 from pipelines.common.records import read_jsonl, write_json
+from pipelines.common.retrieval import Index
 
 MARGIN_SETS = ("new", "golden")  # sets of distinct questions, where a wrong answer means something
+# The sets the contenders (prompting, retrieval, the adapters with and without it) are compared on:
+# the night's held-out records and the curated answers.
+CONTENDER_SETS = ("new", "golden")
 
 def pii_shapes(text: str) -> list[str]:
     """The kinds of personal data or secrets that `text` appears to contain, by the same scan that
@@ -100,6 +104,7 @@ def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_si
                 "token_accuracy": None, "bits_per_byte": None}
     bpb = per_byte(sums)
     scores = {"examples": len(examples), "eval_loss": round(loss, 5),
+              "per_example": [[round(n, 4), t] for n, t in sums["per_example"]],
               "perplexity": round(math.exp(min(loss, 50)), 4),
               "token_accuracy": round(sums["correct"] / sums["tokens"], 5),
               # Tokenizer-free: comparable between models on different tokenizers (a rebase).
@@ -111,13 +116,18 @@ def score_set(model, examples: list[dict], shuffled: list[dict] | None, batch_si
     return scores
 
 
-def behaviour(model, tokenizer, golden: list[dict], max_new_tokens: int) -> dict:
-    """Generate answers to golden prompts; count PII-looking output and kept formats."""
-    from pipelines.common.modeling import reply
+def behaviour(model, tokenizer, golden: list[dict], max_new_tokens: int,
+              contexts: list[list[dict]] | None = None, limit: int = 0) -> dict:
+    """Generate answers to golden prompts; count PII-looking output and kept formats. With
+    `contexts`, each prompt's retrieved examples go before it (as many as fit in `limit` tokens)."""
+    from pipelines.common.modeling import fit_examples, reply
 
     samples = []
-    for record in golden:
-        answer = reply(model, tokenizer, record["messages"][:-1], max_new_tokens)
+    for i, record in enumerate(golden):
+        prompt = record["messages"][:-1]
+        if contexts:
+            prompt = fit_examples(tokenizer, prompt, contexts[i], limit, reserve=max_new_tokens)
+        answer = reply(model, tokenizer, prompt, max_new_tokens)
         expect = (record.get("metadata") or {}).get("expect")
         samples.append({"id": record["id"], "answer": answer, "pii": pii_shapes(answer),
                         "format_ok": bool(re.search(expect, answer)) if expect else None})
@@ -130,18 +140,87 @@ def behaviour(model, tokenizer, golden: list[dict], max_new_tokens: int) -> dict
             "samples": samples}
 
 
+def prompted(record: dict, prompt: str | None) -> dict:
+    """The record with `prompt` as its system message (None: as it was logged)."""
+    if prompt is None:
+        return record
+    turns = [m for m in record["messages"] if m.get("role") != "system"]
+    return {**record, "messages": [{"role": "system", "content": prompt}] + turns}
+
+
+def retrieve(index, records: dict[str, list[dict]], k: int) -> dict[str, list[list[dict]]]:
+    """The `k` nearest indexed conversations to each record of each set, nearest first (a record
+    is never its own example)."""
+    from pipelines.common.embedding import encode, load_encoder, user_texts
+
+    if index is None or not len(index) or k <= 0:
+        return {name: [[] for _ in rs] for name, rs in records.items()}
+    encoder = load_encoder()
+    found = {}
+    for name, rs in records.items():
+        hits = index.search(encode(encoder, user_texts(rs)), k, [{r.get("id")} for r in rs])
+        found[name] = [[record for _, record in h] for h in hits]
+    return found
+
+
+def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str, list[dict]],
+               prompts: list[dict], index, report: dict) -> dict:
+    """Prompting, few-shot retrieval and the candidate with retrieval on the new and golden sets,
+    beside the champion and the candidate already in `report`: the same records, the loss on the
+    answer tokens only (retrieved examples are context), and the behaviour checks on generations."""
+    from pipelines.common.modeling import encode_in_context, encode_scored
+
+    limit = min(getattr(model.config, "max_position_embeddings", None) or p.max_context_tokens,
+                p.max_context_tokens)
+    plain = {s: [prompted(r, p.prompt) for r in records[s]] for s in CONTENDER_SETS}
+    found = retrieve(index, {**plain, "prompts": prompts}, p.retrieved_examples)
+    with_context = {s: [encode_in_context(tokenizer, r["messages"], ex, limit)
+                        for r, ex in zip(plain[s], found[s])] for s in CONTENDER_SETS}
+    alone = {s: [encode_scored(tokenizer, r["messages"], limit) for r in plain[s]] for s in CONTENDER_SETS}
+    prompt_messages = [prompted(r, p.prompt) for r in prompts]
+
+    def score(name: str, encoded: dict, contexts) -> dict:
+        with using(model, name) as active:
+            entry = {s: score_set(active, encoded[s], None, p.batch_size, tokenizer.pad_token_id)
+                     for s in CONTENDER_SETS}
+            entry["generations"] = behaviour(active, tokenizer, prompt_messages, p.max_new_tokens,
+                                             contexts, limit)
+        return entry
+
+    def mean(values: list[int]) -> float | None:
+        return round(sum(values) / len(values), 2) if values else None
+
+    result = {"examples_in_context": p.retrieved_examples, "indexed": len(index) if index is not None else 0,
+              "prompt": p.prompt,
+              "prompt_tokens": {s: mean([len(e["input_ids"]) for e in alone[s]]) for s in CONTENDER_SETS},
+              "context_tokens": {s: mean([e["context_tokens"] for e in with_context[s]])
+                                 for s in CONTENDER_SETS}}
+    if p.prompt is None:  # the base as logged is already scored: prompting is that
+        result["prompting"] = {**{s: report["base"][s] for s in CONTENDER_SETS},
+                               "generations": report["base"]["generations"]}
+    else:
+        result["prompting"] = score("base", alone, None)
+    result["retrieval"] = score("base", with_context, found["prompts"])
+    usable = report.get("candidate") and "error" not in report["candidate"]
+    result["candidate_retrieval"] = score("candidate", with_context, found["prompts"]) if usable else None
+    return result
+
+
 def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model: str, seed: int,
-        candidate: Path, champion: Path, sets: dict[str, list[dict]]) -> dict:
+        candidate: Path, champion: Path, sets: dict[str, list[dict]], index=None) -> dict:
     """Score candidate, champion and base on every set.
 
     Args:
         p, train: the `evaluate` and `train` sections of params.yaml (quantisation, length).
         candidate: the adapter just trained; champion: the parent adapter (may hold none).
         sets: records per name in SETS (an empty list where a set has nothing yet).
+        index: the retrieval index (pipelines/common/retrieval.Index) the retrieval contenders
+            draw their examples from; None or empty: they have no examples.
     Returns:
         {"examples": {set: n}, "base": {...}, "candidate": {...} or {"error"}, "champion": {...}
-        or None, "divergence": {...} or None}; each model's entry has one score dict per set and
-        "generations" with the behaviour checks.
+        or None, "divergence": {...} or None, "contenders": {...}}; each model's entry has one
+        score dict per set and "generations" with the behaviour checks; "contenders" adds
+        prompting, retrieval and candidate_retrieval on the new and golden sets (`contenders`).
     """
     from pipelines.common.modeling import (
         encode_chat,
@@ -194,6 +273,7 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         report["divergence"] = {
             "kl_champion_to_candidate": round(kl, 6) if math.isfinite(kl) else None,
             "generation_agreement": round(sum(same) / len(same), 5) if same else None}
+    report["contenders"] = contenders(p, model, tokenizer, records, prompts, index, report)
     return report
 
 
@@ -216,13 +296,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--golden", type=Path, help="the frozen golden set (JSONL)")
     parser.add_argument("--anchor", type=Path, help="the anchor set (JSONL)")
     parser.add_argument("--replay", type=Path, help="the replay buffer the cycle started from")
+    parser.add_argument("--index", type=Path, help="the retrieval index (the retrieval stage's index.jsonl)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
     sets = load_sets(args.dataset_dir / "eval.jsonl", args.golden, args.anchor, args.replay,
                      args.dataset_dir / "train.jsonl", params.evaluate.replay_examples, params.seed)
+    index = Index.load(args.index) if args.index else None
     report = run(params.evaluate, params.train, params.base_model.model, params.seed, args.candidate,
-                 args.champion, sets)
+                 args.champion, sets, index)
     write_json(args.report, report)
     losses = {n: metric(report[n], "new.eval_loss") if report[n] else "none"
               for n in ("candidate", "champion", "base")}

@@ -219,7 +219,20 @@ def run(p: params_mod.TrainParams, base_model: str, seed: int, parent: Path, tra
             "train_loss": round(result.training_loss, 4), "tokens": tokens,
             "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
             "continued_from_parent": is_adapter(parent), "resumed_from_step": resumed_from_step,
-            "processes": p.distributed.processes, "losses": losses}
+            "processes": p.distributed.processes, **peak_memory(), "losses": losses}
+
+
+def peak_memory() -> dict:
+    """Where training ran and the most memory it held: the GPU's peak allocation when it ran on
+    one, else this process's peak resident size (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": torch.cuda.get_device_name(0),
+                "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    return {"device": "cpu", "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def save_adapter(trainer, model, out_dir: Path) -> None:

@@ -1,0 +1,114 @@
+"""The worth step (pipelines/model/worth.py): the adapter against prompting and few-shot retrieval
+with a paired bootstrap interval, the kind of gap, the cycle's cost and the break-even, the
+nights-in-a-row alarm, and the page a person reads."""
+import numpy as np
+import pytest
+
+from pipelines.model import worth
+
+
+@pytest.fixture
+def p(params):
+    return params.worth
+
+
+def rows(losses, tokens=20):
+    return [[loss * tokens, tokens] for loss in losses]
+
+
+def entry(losses_new, losses_golden=None, format_rate=0.5):
+    def scores(losses):
+        return {"eval_loss": float(np.mean(losses)), "token_accuracy": 0.5, "examples": len(losses),
+                "per_example": rows(losses)}
+    return {"new": scores(losses_new), "golden": scores(losses_golden or losses_new),
+            "generations": {"format_pass_rate": format_rate, "pii_rate": 0.0}}
+
+
+def evaluation(candidate, retrieval, prompting, champion=None, formats=(0.2, 0.9, 0.9)):
+    f_prompting, f_retrieval, f_candidate = formats
+    return {"candidate": entry(candidate, format_rate=f_candidate),
+            "champion": entry(champion or prompting, format_rate=f_prompting),
+            "base": entry(prompting, format_rate=f_prompting),
+            "contenders": {"prompting": entry(prompting, format_rate=f_prompting),
+                           "retrieval": entry(retrieval, format_rate=f_retrieval),
+                           "candidate_retrieval": entry(candidate, format_rate=f_candidate),
+                           "context_tokens": {"new": 120.0, "golden": 130.0}}}
+
+
+TRAIN = {"tokens": 13000, "examples": 65, "device": "cpu", "peak_memory_mb": 900.0}
+TIMINGS = {"ingest": 10.0, "train": 3600.0, "evaluate": 0.0}
+
+
+def noisy(rng, mean, n=60, sd=0.3):
+    return list(np.clip(rng.normal(mean, sd, n), 0.05, None))
+
+
+def test_a_clearly_better_adapter_adds_and_retrieval_that_closes_most_of_the_gap_is_a_knowledge_gap(p):
+    rng = np.random.default_rng(0)
+    base = noisy(rng, 4.0)
+    report = worth.run(p, 0, "2026-01-06", evaluation([b - 1.5 for b in base], [b - 1.0 for b in base], base),
+                       TRAIN, TIMINGS, 150, [])
+    assert report["over_retrieval"] == "adds" and report["over_prompting"] == "adds"
+    g = report["gains"]["new"]["retrieval"]
+    assert g["low"] <= g["gain"] <= g["high"] and g["gain"] == pytest.approx(0.5, abs=1e-3)
+    assert report["gaps"] == ["format", "knowledge"] and report["retrieval_closes"] == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_retrieval_as_good_as_the_adapter_matches_and_three_such_nights_raise_the_alarm(p):
+    rng = np.random.default_rng(1)
+    base = noisy(rng, 4.0)
+    night = evaluation([b - 1.0 for b in base], [b - 1.02 for b in base], base)
+    history = []
+    for i, day in enumerate(["2026-01-05", "2026-01-06", "2026-01-07"]):
+        report = worth.run(p, 0, day, night, TRAIN, TIMINGS, 150, history)
+        assert report["over_retrieval"] == "matches" and report["nights_retrieval_matched"] == i + 1
+        history.append(worth.history_row(report))
+    assert report["not_paying"] and "not paying for itself" in report["headline"]
+    # One night where the adapter adds breaks the streak.
+    adds = evaluation([b - 2.0 for b in base], [b - 1.0 for b in base], base)
+    report = worth.run(p, 0, "2026-01-08", adds, TRAIN, TIMINGS, 150, history)
+    assert report["nights_retrieval_matched"] == 0 and not report["not_paying"]
+
+
+def test_an_adapter_only_it_can_reach_is_a_behaviour_gap_and_too_few_records_are_undecided(p):
+    rng = np.random.default_rng(2)
+    base = noisy(rng, 4.0)
+    report = worth.run(p, 0, "2026-01-06", evaluation([b - 1.0 for b in base], [b - 0.1 for b in base], base,
+                                                      formats=(0.5, 0.5, 0.5)), TRAIN, TIMINGS, 150, [])
+    assert report["gaps"] == ["behaviour"] and report["over_retrieval"] == "adds"
+    few = noisy(rng, 4.0, n=3, sd=1.0)
+    report = worth.run(p, 0, "2026-01-06", evaluation([few[0] - 0.3, few[1] + 0.2, few[2] - 0.4], few, few),
+                       TRAIN, TIMINGS, 150, [])
+    assert report["over_retrieval"] == "undecided" and report["nights_retrieval_matched"] == 0
+
+
+def test_the_cycle_is_priced_per_device_and_the_break_even_is_where_the_daily_costs_meet(p, replace):
+    p = replace(p, cpu_hour_usd=0.1, gpu_hour_usd=3.0, input_token_usd_per_1k=0.001)
+    rng = np.random.default_rng(3)
+    base = noisy(rng, 4.0)
+    night = evaluation([b - 1 for b in base], [b - 0.5 for b in base], base)
+    cpu = worth.run(p, 0, "2026-01-06", night, TRAIN, TIMINGS, 150, [])
+    assert cpu["cost"]["usd"] == pytest.approx(3610 / 3600 * 0.1, rel=1e-3)
+    gpu = worth.run(p, 0, "2026-01-06", night, {**TRAIN, "device": "NVIDIA H200"}, TIMINGS, 150, [])
+    assert gpu["cost"]["steps"]["train"]["device"] == "NVIDIA H200" and gpu["cost"]["steps"]["ingest"]["device"] == "cpu"
+    assert gpu["cost"]["usd"] == pytest.approx(3.0 + 10 / 3600 * 0.1, rel=1e-3)
+    be = gpu["break_even"]
+    assert be["retrieval_daily_usd"] == pytest.approx(120 / 1000 * 0.001 * 150)
+    # At the break-even volume retrieval's extra tokens cost what the nightly cycle costs.
+    assert be["break_even_requests_per_day"] * be["retrieval_usd_per_request"] == pytest.approx(gpu["cost"]["usd"], rel=1e-3)
+
+
+def test_the_step_writes_its_report_page_and_history_and_logs_flat_metrics(tmp_path, p):
+    rng = np.random.default_rng(4)
+    base = noisy(rng, 4.0)
+    night = evaluation([b - 1 for b in base], [b - 0.5 for b in base], base)
+    for day in ["2026-01-05", "2026-01-06", "2026-01-06"]:  # a re-run replaces its night's row
+        report = worth.write(p, 0, day, night, TRAIN, TIMINGS, 150, tmp_path / "worth.json")
+    history = worth.read_history(tmp_path / "worth.csv")
+    assert [h["cycle"] for h in history] == ["2026-01-05", "2026-01-06"]
+    page = (tmp_path / "worth.html").read_text()
+    assert page.count("<img") == 4 and "break-even" in page and report["headline"] in page
+    flat = worth.metrics(report)
+    assert flat["worth.new.gain_over_retrieval"] == report["gains"]["new"]["retrieval"]["gain"]
+    assert {"contenders.new.retrieval.eval_loss", "worth.cycle_cost_usd",
+            "worth.break_even_requests_per_day"} <= set(flat)
