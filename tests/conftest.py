@@ -269,3 +269,31 @@ def mlflow_server(mlflow_backend_store, tmp_path_factory) -> str:
     """A real `mlflow server` per test module and backend store; its URL."""
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_backend_store) as url:
         yield url
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+WAIT_S = 90  # the MLflow UI's first load compiles a large bundle; slow on a busy 2-core machine
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium through Debian's chromedriver: nothing is downloaded."""
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not binary.exists():
+            pytest.fail(f"{binary} not found: {INSTALL_HINT}", pytrace=False)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1600,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -17,37 +17,11 @@ import yaml
 
 from pipelines.common import params as params_mod
 from registry import mlflow_registry as reg
-from tests.conftest import INSTALL_HINT, write_tiny_params
+from tests.conftest import WAIT_S, write_tiny_params
 from tests.test_registry import register_version
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # An alias chip: a "tag" component titled with the alias name (buttons beside it have titles too).
 ALIAS_TAG = "[data-component-type=tag][title]"
-WAIT_S = 90  # the UI's first load compiles a large bundle; slow on a busy 2-core machine
-
-
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Debian Chromium through Debian's chromedriver: nothing is downloaded."""
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not binary.exists():
-            pytest.fail(f"{binary} not found: {INSTALL_HINT}", pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1600,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def wait_until(driver, condition, what: str, shots: Path):

@@ -256,3 +256,52 @@ def test_a_database_password_in_source_url_is_masked_in_the_params_logged_to_mlf
     assert _without_password("postgresql+psycopg2://bob:s3cret@db:5432/logs") == \
         "postgresql+psycopg2://bob:***@db:5432/logs"
     assert _without_password("logs") == "logs"
+
+
+def test_second_nights_worth_report_has_five_contenders_a_verdict_cost_and_break_even_and_opens_in_a_browser(
+        two_cycles, browser, tmp_path):
+    import csv
+
+    from selenium.webdriver.common.by import By
+
+    from pipelines.model import worth
+
+    ws, first, second = two_cycles
+    report = json.loads((ws / "reports/worth.json").read_text())
+    assert report["cycle"] == "2026-01-06"
+    for name in worth.CONTENDERS:
+        for s in ("new", "golden"):
+            assert report["contenders"][name][s]["eval_loss"] > 0, (name, s)
+    evaluation = json.loads((ws / "reports/eval.json").read_text())
+    assert evaluation["contenders"]["indexed"] > 0 and evaluation["contenders"]["context_tokens"]["new"] > 0
+    gain = report["gains"]["new"]["retrieval"]
+    assert gain["low"] <= gain["gain"] <= gain["high"] and gain["records"] == evaluation["examples"]["new"]
+    assert report["over_retrieval"] in ("adds", "matches", "undecided") and report["diagnosis"]
+    assert report["cost"]["usd"] > 0 and {"train", "evaluate", "retrieval"} <= set(report["cost"]["steps"])
+    assert report["cost"]["tokens_trained"] > 0 and report["cost"]["peak_memory_mb"] > 0
+    assert report["break_even"]["break_even_requests_per_day"] > 0
+    assert report["break_even"]["requests_per_day"] == second["accounting"]["pulled"]  # no feedback events here
+    assert second["worth"]["headline"] == report["headline"] and first["worth"]["headline"]
+    with open(ws / "reports/worth.csv", newline="") as f:
+        assert [row["cycle"] for row in csv.DictReader(f)] == ["2026-01-05", "2026-01-06"]
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=ws,
+                           capture_output=True, text=True, check=True).stdout
+    assert "reports/worth.json" in shown
+    p = registry_params(ws)
+    with __import__("contextlib").chdir(ws):
+        c = reg.client(p)
+        run_id = c.get_model_version(p.model_name, second["version"]).run_id
+        metrics = c.get_run(run_id).data.metrics
+        logged = {a.path for a in c.list_artifacts(run_id, "reports")}
+    assert {"worth.new.gain_over_retrieval", "contenders.new.retrieval.eval_loss", "worth.cycle_cost_usd"} <= set(metrics)
+    assert "reports/worth.html" in logged
+
+    browser.get((ws / "reports/worth.html").as_uri())
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Does the adapter earn its keep? Cycle 2026-01-06" in text and report["headline"] in text
+    assert "few-shot retrieval" in text and "candidate + retrieval" in text and "requests a day" in text
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 100)")
+    assert images == [True] * 4
+    browser.save_screenshot(str(tmp_path / "worth.png"))
+    assert (tmp_path / "worth.png").stat().st_size > 20_000

@@ -112,3 +112,67 @@ def test_the_step_writes_its_report_page_and_history_and_logs_flat_metrics(tmp_p
     assert flat["worth.new.gain_over_retrieval"] == report["gains"]["new"]["retrieval"]["gain"]
     assert {"contenders.new.retrieval.eval_loss", "worth.cycle_cost_usd",
             "worth.break_even_requests_per_day"} <= set(flat)
+
+
+# --- The verdict is earned: real retrieval, a real adapter, the real evaluate stage -------------
+
+def night_records(seed: int, day: str, n: int) -> list[dict]:
+    import datetime as dt
+    import random
+
+    from pipelines.samples import sample_logs
+
+    rng = random.Random(seed)
+    date = dt.date.fromisoformat(day)
+    return [sample_logs.make_record(rng, date, i, sample_logs.TOPICS[i % 6], redacted=True) for i in range(n)]
+
+
+def verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight_train, tonight_eval) -> dict:
+    """A night as the pipeline runs it: the index holds the earlier nights and tonight's training
+    records, the adapter has trained on the same, and evaluate scores the contenders on tonight's
+    held-out records; then the worth step's verdict."""
+    from pipelines.common.records import write_jsonl
+    from pipelines.common.retrieval import Index
+    from pipelines.data import retrieval
+    from pipelines.model import evaluate, train
+
+    new = lambda rows: [{**r, "_source": "new"} for r in rows]  # noqa: E731
+    write_jsonl(tmp_path / "earlier.jsonl", new(earlier))
+    write_jsonl(tmp_path / "tonight.jsonl", new(tonight_train))
+    retrieval.run("2026-01-05", tmp_path / "none.jsonl", tmp_path / "earlier.jsonl", tmp_path / "index0.jsonl", ["down"])
+    retrieval.run("2026-01-06", tmp_path / "index0.jsonl", tmp_path / "tonight.jsonl", tmp_path / "index.jsonl", ["down"])
+    write_jsonl(tmp_path / "train.jsonl", earlier + tonight_train)
+    train.run(params.train, tiny_base, params.seed, tmp_path / "none", tmp_path / "train.jsonl", tmp_path / "cand")
+    p = replace(params.evaluate, generation_examples=0)
+    sets = {"new": tonight_eval, "golden": [], "replay": [], "anchor": []}
+    report = evaluate.run(p, params.train, tiny_base, params.seed, tmp_path / "cand", tmp_path / "none", sets,
+                          Index.load(tmp_path / "index.jsonl"))
+    return worth.run(params.worth, params.seed, "2026-01-06", report,
+                     {"tokens": 1, "examples": 1, "device": "cpu"}, {"train": 1.0}, 100, [])
+
+
+@pytest.mark.slow
+def test_when_the_nights_answers_repeat_earlier_ones_word_for_word_retrieval_suffices(
+        tmp_path, tiny_base, params, replace):
+    earlier = night_records(1, "2026-01-05", 48)
+    repeats = [{**r, "id": f"again-{i}"} for i, r in enumerate(earlier)]
+    report = verdict_of(tmp_path, tiny_base, params, replace, earlier, repeats[:24], repeats[24:])
+    assert report["over_retrieval"] == "matches", report["gains"]["new"]
+    assert report["gains"]["new"]["retrieval"]["high"] <= 0.02 * report["gains"]["new"]["retrieval"]["reference_loss"]
+
+
+@pytest.mark.slow
+def test_when_the_answers_follow_a_new_rule_no_earlier_record_shows_the_adapter_adds(
+        tmp_path, tiny_base, params, replace):
+    def new_rule(record: dict) -> dict:
+        """The team's new house style: every answer opens by quoting the question back."""
+        question = next(m["content"] for m in record["messages"] if m["role"] == "user")
+        answer = record["messages"][-1]["content"]
+        return {**record, "messages": record["messages"][:-1] + [
+            {"role": "assistant", "content": f'You asked: "{question}" {answer}'}]}
+
+    earlier = night_records(1, "2026-01-05", 48)
+    tonight = [new_rule(r) for r in night_records(2, "2026-01-06", 72)]
+    report = verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight[:48], tonight[48:])
+    assert report["over_retrieval"] == "adds", report["gains"]["new"]
+    assert report["gains"]["new"]["retrieval"]["low"] > 0

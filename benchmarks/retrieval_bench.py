@@ -1,0 +1,141 @@
+"""The retrieval stage and index against the number of indexed records, 1k to 1M.
+
+Per size N, side by side in one run:
+  - grow: the stage's nightly run on an index of N records plus a night of 150 new training
+    records (carries N lines with their embeddings, embeds the 150) against the baseline of
+    re-embedding the whole index every night; the ratio is what being incremental saves;
+  - load: reading the index file into records and a FAISS IndexFlatIP (what evaluate and a
+    retrieval server do once per process);
+  - query: the k=2 nearest of 1,000 questions, per question, exact (IndexFlatIP), and with HNSW
+    (IndexHNSWFlat, M=32) where exact search grows too slow, with HNSW's recall of the exact top 2.
+
+The records are the sample generator's (redacted form); the embeddings of N records are the
+embeddings of distinct generated questions up to --embed (measured with all-MiniLM-L6-v2), and
+past it unit vectors near them (the same vectors jittered), so the FAISS figures at 1M are
+measured, not extrapolated. The JSONL index at 1M (~1.6 GB) is written and read only up to
+--max-file; past it, load and grow are extrapolated linearly from the largest measured size
+(both are one pass over the lines) and marked so.
+
+    python benchmarks/retrieval_bench.py [--sizes 1000 10000 100000 1000000] [--max-file 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.common.embedding import encode, load_encoder, user_texts
+from pipelines.common.records import write_jsonl
+from pipelines.common.retrieval import Index, pack
+from pipelines.data import retrieval
+from pipelines.samples import sample_logs
+
+ROOT = Path(__file__).resolve().parent.parent
+NIGHT = 150   # the demo's records per day
+
+
+def records(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    day = dt.date(2026, 1, 5)
+    return [sample_logs.make_record(rng, day, i, sample_logs.TOPICS[i % 6], redacted=True) for i in range(n)]
+
+
+def vectors(base: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` unit vectors: `base` first, then jittered copies of it (noise of 0.05 per dimension)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    out[:min(n, len(base))] = base[:n]
+    for start in range(len(base), n, len(base)):
+        block = base[: n - start] + rng.normal(0, 0.05, base[: n - start].shape).astype(np.float32)
+        out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def write_index(path: Path, rows: list[dict], matrix: np.ndarray) -> None:
+    with path.open("w") as f:
+        for i, v in enumerate(matrix):
+            r = rows[i % len(rows)]
+            f.write(json.dumps({"id": f"r{i}", "cycle": "2026-01-04", "messages": r["messages"],
+                                "metadata": r.get("metadata") or {}, "embedding": pack(v)}) + "\n")
+
+
+def timed(fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
+    parser.add_argument("--max-file", type=int, default=100000, help="largest index written as JSONL")
+    parser.add_argument("--embed", type=int, default=5000, help="distinct questions embedded for real")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/retrieval.json")
+    args = parser.parse_args(argv)
+    import faiss
+
+    encoder = load_encoder()
+    pool = records(args.embed, 1)
+    encode(encoder, user_texts(pool[:64]))  # warm up
+    seconds, base = timed(lambda: encode(encoder, user_texts(pool)))
+    per_record = seconds / len(pool)
+    print(f"embedding: {len(pool)} questions in {seconds:.1f} s ({per_record * 1000:.2f} ms each)", flush=True)
+    questions = records(args.queries, 2)
+    query_vectors = encode(encoder, user_texts(questions))
+    tonight = [{**r, "_source": "new", "id": f"new-{i}"} for i, r in enumerate(records(NIGHT, 3))]
+
+    results = {"embedding_ms_per_record": round(per_record * 1000, 3), "night": NIGHT,
+               "faiss": faiss.__version__, "sizes": []}
+    measured_file = None
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_jsonl(tmp / "train.jsonl", tonight)
+        for n in args.sizes:
+            matrix = vectors(base, n, n)
+            row = {"records": n}
+            if n <= args.max_file:
+                write_index(tmp / "index.jsonl", pool, matrix)
+                row["file_mb"] = round((tmp / "index.jsonl").stat().st_size / 2**20, 1)
+                grow, _ = timed(lambda: retrieval.run("2026-01-05", tmp / "index.jsonl", tmp / "train.jsonl",
+                                                      tmp / "grown.jsonl", ["down"], encoder=encoder))
+                load, index = timed(lambda: Index.load(tmp / "index.jsonl"))
+                index.search(query_vectors[:1], 2)  # builds the FAISS index
+                row.update(grow_seconds=round(grow, 3), load_seconds=round(load, 3), measured=True)
+                measured_file = row
+            else:
+                scale = n / measured_file["records"]
+                row.update(file_mb=round(measured_file["file_mb"] * scale, 1),
+                           grow_seconds=round(measured_file["grow_seconds"] * scale, 2),
+                           load_seconds=round(measured_file["load_seconds"] * scale, 2), measured=False)
+            row["full_reembed_seconds"] = round((n + NIGHT) * per_record, 2)
+            row["incremental_speedup"] = round(row["full_reembed_seconds"] / row["grow_seconds"], 1)
+            build, flat = timed(lambda: faiss.IndexFlatIP(matrix.shape[1]))
+            build_add, _ = timed(lambda: flat.add(matrix))
+            exact, (_, exact_ids) = timed(lambda: flat.search(query_vectors, 2))
+            row.update(flat_build_seconds=round(build + build_add, 3),
+                       flat_query_ms=round(exact / len(query_vectors) * 1000, 3))
+            if n >= 100000:
+                hnsw = faiss.IndexHNSWFlat(matrix.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+                hnsw_build, _ = timed(lambda: hnsw.add(matrix))
+                approx, (_, approx_ids) = timed(lambda: hnsw.search(query_vectors, 2))
+                recall = np.mean([len(set(a) & set(e)) / 2 for a, e in zip(approx_ids, exact_ids)])
+                row.update(hnsw_build_seconds=round(hnsw_build, 2),
+                           hnsw_query_ms=round(approx / len(query_vectors) * 1000, 3),
+                           hnsw_recall_at_2=round(float(recall), 4))
+            results["sizes"].append(row)
+            print(json.dumps(row), flush=True)
+            del matrix
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
