@@ -34,6 +34,7 @@ TINY = {
     "validate": {"min_records": 5},
     "nightly": {"min_new_examples": 10},   # 40 records a night leave 20-35 learnable: all train
     "notify": {"on_success": False},
+    "evaluate": {"generation_examples": 8},  # each of five contenders answers 8 golden prompts
 }
 
 

@@ -152,16 +152,6 @@ def verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight_train, ton
 
 
 @pytest.mark.slow
-def test_when_the_nights_answers_repeat_earlier_ones_word_for_word_retrieval_suffices(
-        tmp_path, tiny_base, params, replace):
-    earlier = night_records(1, "2026-01-05", 48)
-    repeats = [{**r, "id": f"again-{i}"} for i, r in enumerate(earlier)]
-    report = verdict_of(tmp_path, tiny_base, params, replace, earlier, repeats[:24], repeats[24:])
-    assert report["over_retrieval"] == "matches", report["gains"]["new"]
-    assert report["gains"]["new"]["retrieval"]["high"] <= 0.02 * report["gains"]["new"]["retrieval"]["reference_loss"]
-
-
-@pytest.mark.slow
 def test_when_the_answers_follow_a_new_rule_no_earlier_record_shows_the_adapter_adds(
         tmp_path, tiny_base, params, replace):
     def new_rule(record: dict) -> dict:

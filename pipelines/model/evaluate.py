@@ -200,8 +200,15 @@ def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str
                                "generations": report["base"]["generations"]}
     else:
         result["prompting"] = score("base", alone, None)
-    result["retrieval"] = score("base", with_context, found["prompts"])
     usable = report.get("candidate") and "error" not in report["candidate"]
+    if not any(examples for s in found.values() for examples in s):
+        # Nothing to retrieve (no index, or an empty one): the retrieval contenders are prompting
+        # and the candidate as they are, already scored.
+        result["retrieval"] = result["prompting"]
+        result["candidate_retrieval"] = ({**{s: report["candidate"][s] for s in CONTENDER_SETS},
+                                          "generations": report["candidate"]["generations"]} if usable else None)
+        return result
+    result["retrieval"] = score("base", with_context, found["prompts"])
     result["candidate_retrieval"] = score("candidate", with_context, found["prompts"]) if usable else None
     return result
 
