@@ -119,7 +119,7 @@ def _cycle(ws: Path, day: dt.date, source: str | None, p: params_mod.Params) -> 
             step(stage, tasks.dvc_stage.with_options(name=stage), ws, stage)
         worth = step("worth", tasks.worth, ws, day, p, dict(summary.timings))
         summary.worth = {k: worth[k] for k in ("headline", "over_retrieval", "over_prompting", "diagnosis",
-                                               "nights_retrieval_matched", "not_paying")}
+                                               "caveat", "nights_retrieval_matched", "not_paying")}
         summary.worth.update(cycle_cost_usd=worth["cost"]["usd"],
                              break_even_requests_per_day=worth["break_even"]["break_even_requests_per_day"],
                              report=str(ws / paths.WORTH_HTML))

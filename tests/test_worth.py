@@ -166,3 +166,15 @@ def test_when_the_answers_follow_a_new_rule_no_earlier_record_shows_the_adapter_
     report = verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight[:48], tonight[48:])
     assert report["over_retrieval"] == "adds", report["gains"]["new"]
     assert report["gains"]["new"]["retrieval"]["low"] > 0
+
+
+def test_examples_that_change_nothing_come_with_a_caveat_on_the_page(tmp_path, p):
+    rng = np.random.default_rng(5)
+    base = noisy(rng, 4.0)
+    blind = worth.write(p, 0, "2026-01-06", evaluation([b - 1 for b in base], [b - 0.01 for b in base], base),
+                        TRAIN, TIMINGS, 150, tmp_path / "worth.json")
+    assert blind["caveat"] and "does not learn from its context" in blind["caveat"]
+    assert "Caveat:" in (tmp_path / "worth.html").read_text()
+    seeing = worth.run(p, 0, "2026-01-06", evaluation([b - 1 for b in base], [b - 0.5 for b in base], base),
+                       TRAIN, TIMINGS, 150, [])
+    assert seeing["caveat"] is None

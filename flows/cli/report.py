@@ -69,7 +69,8 @@ def print_summary(summary: dict | CycleSummary) -> None:
         be = w.get("break_even_requests_per_day")
         print(f"worth     {'NOT PAYING: ' if w.get('not_paying') else ''}{w.get('headline')}\n"
               f"          gap: {w.get('diagnosis')}; cycle cost {w.get('cycle_cost_usd')} USD, "
-              f"fine-tuning pays from {be if be is not None else '-'} requests a day ({w.get('report')})")
+              f"fine-tuning pays from {be if be is not None else '-'} requests a day ({w.get('report')})"
+              + (f"\n          caveat: {w['caveat']}" if w.get("caveat") else ""))
     if s.drift:
         state = ("ALARM: " + ", ".join(s.drift.alarms)) if s.drift.alarm else (s.drift.note or "no drift")
         print(f"drift     {state} ({s.drift.report})")

@@ -44,8 +44,8 @@ def conversation(record: dict) -> list[dict]:
 def with_examples(messages: list[dict], examples: list[dict]) -> list[dict]:
     """`messages` with `examples` (records, nearest first) as earlier turns of the same chat:
     the system message first, then the examples farthest to nearest, so the nearest sits right
-    before the question, then the chat's own turns. The base model's pre-training uses the same
-    shape (pipelines/model/base_model.py), so it has learned to draw on such turns."""
+    before the question, then the chat's own turns: the shape of a multi-turn chat, which an
+    instruction-tuned base reads as earlier exchanges to follow."""
     system = [m for m in messages if m.get("role") == "system"]
     own = [m for m in messages if m.get("role") != "system"]
     context = [turn for example in reversed(examples) for turn in conversation(example)]

@@ -120,7 +120,13 @@ def diagnose(p: params_mod.WorthParams, losses: dict[str, float | None], formats
                  "knowledge": "a knowledge gap (retrieval closes most of the loss gap)",
                  "behaviour": "a behaviour gap (only the adapter closes it)"}
         diagnosis = "; ".join(words[g] for g in gaps)
-    return {"gaps": gaps, "retrieval_closes": closed, "diagnosis": diagnosis}
+    caveat = None
+    if None not in (prompting, retrieval) and abs(prompting - retrieval) < p.min_gain * prompting:
+        caveat = ("the retrieved examples change the base model's loss by less than worth.min_gain: "
+                  "either they do not resemble the questions, or the base does not learn from its "
+                  "context (the tiny default base does not: docs/BENCHMARKS.md). The verdict over "
+                  "retrieval then says more about the base than about the data.")
+    return {"gaps": gaps, "retrieval_closes": closed, "diagnosis": diagnosis, "caveat": caveat}
 
 
 def cycle_cost(p: params_mod.WorthParams, timings: dict[str, float], train: dict) -> dict:
