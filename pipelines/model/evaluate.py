@@ -17,8 +17,14 @@ next-token distributions from the champion's, and how often their generated answ
 A candidate that cannot be loaded or scores NaN is recorded as such, so the gate rejects it instead
 of the cycle crashing.
 
+Contenders (`contenders`), on the new and golden sets, for the worth step: prompting (the base with
+evaluate.prompt, or as logged), few-shot retrieval (the base with the evaluate.retrieved_examples
+nearest conversations of the retrieval index as earlier turns of the chat), and the candidate with
+those examples; each scored on the record's own answer tokens, with the same generation checks.
+
     python -m pipelines.model.evaluate models/candidate models/parent data/dataset reports/eval.json \\
-        --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl --replay data/replay/buffer.jsonl
+        --golden data/golden/golden.jsonl --anchor data/anchor/anchor.jsonl --replay data/replay/buffer.jsonl \\
+        --index data/retrieval/index.jsonl
 """
 
 from __future__ import annotations
