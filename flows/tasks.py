@@ -204,10 +204,19 @@ def apply_verdict(ws: Path, p: params_mod.Params, registered: dict) -> dict:
 @task(name="worth")
 def worth(ws: Path, date: dt.date, p: params_mod.Params, timings: dict[str, float]) -> dict:
     """The candidate against prompting and few-shot retrieval, the cycle's cost so far
-    (`timings`: seconds per step) and the break-even at the volume the source logged that day."""
+    (`timings`: seconds per step) and the break-even at the volume the source logged that day.
+
+    A re-run of a night over the same evaluation (a run killed after this step, run again: DVC
+    finds its stages done) keeps the report of the run that did the work: its costs are the
+    night's, the re-run's would be DVC's checks, and the night's commit stays the only one."""
+    evaluation = read_json(ws / paths.EVAL_REPORT)
+    kept = read_json(ws / paths.WORTH_REPORT)
+    if kept.get("cycle") == date.isoformat() and kept.get("evaluation") == worth_stage.evaluation_hash(evaluation):
+        get_run_logger().info("worth: this night's report is kept (the run that did its work wrote it)")
+        return kept
     logged = read_json(ws / paths.snapshot_report(date.isoformat())).get("records", 0)
     feedback_events = read_json(ws / paths.DATASET_REPORT).get("feedback_events", 0)
-    report = worth_stage.write(p.worth, p.seed, date.isoformat(), read_json(ws / paths.EVAL_REPORT),
+    report = worth_stage.write(p.worth, p.seed, date.isoformat(), evaluation,
                                read_json(ws / paths.TRAIN_REPORT), timings,
                                max(logged - feedback_events, 0), ws / paths.WORTH_REPORT)
     log = get_run_logger()

@@ -178,3 +178,18 @@ def test_examples_that_change_nothing_come_with_a_caveat_on_the_page(tmp_path, p
     seeing = worth.run(p, 0, "2026-01-06", evaluation([b - 1 for b in base], [b - 0.5 for b in base], base),
                        TRAIN, TIMINGS, 150, [])
     assert seeing["caveat"] is None
+
+
+@pytest.mark.slow
+def test_on_a_base_that_ignores_its_context_even_word_for_word_repeats_get_the_caveat_not_a_false_verdict(
+        tmp_path, tiny_base, params, replace):
+    """Nights whose answers repeat earlier ones word for word: retrieval finds each answer, but the
+    tiny base does not copy from its context (docs/BENCHMARKS.md), so retrieval cannot match the
+    adapter here. The report must say why instead of passing the base's limit off as the data's:
+    the examples leave the base's loss unchanged, and the caveat says so."""
+    earlier = night_records(1, "2026-01-05", 48)
+    repeats = [{**r, "id": f"again-{i}"} for i, r in enumerate(earlier)]
+    report = verdict_of(tmp_path, tiny_base, params, replace, earlier, repeats[:24], repeats[24:])
+    losses = {n: report["contenders"][n]["new"]["eval_loss"] for n in ("prompting", "retrieval")}
+    assert abs(losses["prompting"] - losses["retrieval"]) < 0.02 * losses["prompting"], losses
+    assert report["caveat"] and "does not learn from its context" in report["caveat"]

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -170,11 +172,18 @@ def write_history(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def evaluation_hash(evaluation: dict) -> str:
+    """Which evaluation a report judged: a re-run of the same night over the same evaluation
+    keeps the report of the run that did the work (flows/tasks.py: worth)."""
+    return hashlib.sha256(json.dumps(evaluation, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run(p: params_mod.WorthParams, seed: int, cycle: str, evaluation: dict, train: dict,
         timings: dict[str, float], requests_per_day: int, history: list[dict]) -> dict:
     """The night's report (see the module doc). `history`: earlier cycles' rows of worth.csv."""
     found = entries(evaluation)
-    report = {"cycle": cycle, "verdict_set": p.verdict_set, "confidence": p.confidence,
+    report = {"cycle": cycle, "evaluation": evaluation_hash(evaluation),
+              "verdict_set": p.verdict_set, "confidence": p.confidence,
               "contenders": {}, "gains": {}, "format_pass_rate": {}, "pii_rate": {}}
     for name in CONTENDERS:
         entry = found[name]
