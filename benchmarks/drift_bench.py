@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from pipelines.common import params as params_mod
+from pipelines.common.embedding import EmbeddingCache
 from pipelines.data import drift
 from pipelines.samples import sample_logs
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/drift.json")
     args = parser.parse_args(argv)
     p = params_mod.load(ROOT / "params.yaml")
-    cache = drift.EmbeddingCache(Path(tempfile.mkdtemp()))
+    cache = EmbeddingCache(Path(tempfile.mkdtemp()))
 
     false_alarms = detections = 0
     for t in range(args.trials):

@@ -23,7 +23,9 @@ of its `metadata.user_id` and of each value redaction replaced. Forgetting them
 6. removes the exchanges `nightshift serve-model` logged about them from the source (and the
    feedback on them): the server wrote those, so nightshift erases them; lines other loggers
    wrote into the source are the team's to erase;
-7. commits the change with its (redacted) reason.
+7. deletes drift's embedding cache (`.cache/embeddings`: vectors of the texts it sampled, by text
+   hash), which would otherwise keep vectors of their messages; drift re-embeds what it needs;
+8. commits the change with its (redacted) reason.
 
 A past cycle whose objects were deleted cannot be rebuilt: `check_reproducible` says which of its
 files were erased, when and why.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +45,7 @@ import yaml
 
 from flows import cycle_lock
 from flows import workspace as wsp
+from pipelines.common import embedding
 from pipelines.common import params as params_mod
 from pipelines.privacy import subjects
 
@@ -367,6 +371,9 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
         from flows.serving import exchange_log
 
         served_removed = exchange_log.forget_in_log(ws, p.ingest, user_id, match)
+        embedding_cache = ws / embedding.CACHE_DIR
+        cache_cleared = embedding_cache.exists()
+        shutil.rmtree(embedding_cache, ignore_errors=True)
 
         paths = [subjects.TOMBSTONES_FILE.as_posix(), ".dvc/config", *dvc_files]
         if stages:
@@ -378,7 +385,7 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
     return {"removed": {path: n for path, (n, _) in sorted(removed.items())},
             "records_removed": tombstone["records_removed"], "objects": erased, "deleted": deleted,
             "dvc_files": dvc_files, "stages": stages, "tagged": tagged, "tombstone": tombstone,
-            "served_removed": served_removed, "commit": commit}
+            "served_removed": served_removed, "embedding_cache_cleared": cache_cleared, "commit": commit}
 
 
 # --- Reproducing a past cycle -----------------------------------------------------------------

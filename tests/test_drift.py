@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from pipelines.common.embedding import EmbeddingCache
 from pipelines.data import drift
 from pipelines.samples import sample_logs
 
@@ -17,7 +18,7 @@ def batch(seed: int, n: int, topics=sample_logs.TOPICS) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return drift.EmbeddingCache(tmp_path_factory.mktemp("emb"))
+    return EmbeddingCache(tmp_path_factory.mktemp("emb"))
 
 
 def test_a_batch_like_the_reference_raises_no_alarm(params, cache):

@@ -19,6 +19,7 @@ import pytest
 from flows import forget as forget_mod
 from flows import workspace as wsp
 from pipelines.common import params as params_mod
+from pipelines.common.embedding import CACHE_DIR, EmbeddingCache, user_texts
 from pipelines.privacy import subjects
 from pipelines.samples import sample_logs
 from tests.conftest import write_tiny_params
@@ -150,6 +151,10 @@ def forgotten_alice(cycled):
     bob_before = len(about(records_in(ws / f"data/snapshots/{DAY1}.jsonl"),
                            subjects.match_subjects(salt, user_id=BOB)))
     write_served(ws)
+    # Drift keeps vectors of the messages it sampled, by text hash: Alice's among them.
+    cache = EmbeddingCache(ws / CACHE_DIR)
+    cache.embed(user_texts(about(records_in(ws / "data/validated/clean.jsonl"), hashes)))
+    cache.save()
     out = nightshift("forget", "--user-id", ALICE, "--reason", REASON, ws=ws)
     assert out.returncode == 0, out.stdout + out.stderr
     return ws, salt, hashes, before, held, bob_before, out.stdout
@@ -171,6 +176,12 @@ def test_the_users_records_are_gone_from_every_data_file_and_the_other_users_sta
     assert f"records removed: {removed}" in stdout
     for path in files:
         assert path in stdout
+
+
+def test_drifts_embedding_cache_which_held_vectors_of_their_messages_is_deleted(forgotten_alice):
+    ws, *_, stdout = forgotten_alice
+    assert not (ws / CACHE_DIR).exists()
+    assert "embedding cache (.cache/embeddings) deleted" in stdout
 
 
 def test_the_objects_that_held_them_are_deleted_from_cache_and_remote(forgotten_alice):

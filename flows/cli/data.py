@@ -124,6 +124,8 @@ def forget(
     print(f"forgot the records about {who} ({len(done['tombstone']['subjects'])} subject hashes)")
     print(f"records removed: {done['records_removed']}")
     print(f"exchanges serve-model logged about them, removed from the source: {done['served_removed']}")
+    if done["embedding_cache_cleared"]:
+        print("drift's embedding cache (.cache/embeddings) deleted; drift re-embeds what it samples")
     for path, n in done["removed"].items():
         print(f"  {path:<44} {n}")
     if done["dvc_files"] or done["stages"]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import re
 from collections import Counter
@@ -30,37 +29,10 @@ import numpy as np
 
 from pipelines.common import params as params_mod
 from pipelines.common import report as html_report
-from pipelines.common.embedding import DIMENSIONS, encode, load_encoder, user_texts
+from pipelines.common.embedding import EmbeddingCache, user_texts
 from pipelines.common.records import read_jsonl, write_json
 
-CACHE_DIR = Path(".cache/embeddings")
 WORD = re.compile(r"[a-z]+")
-
-
-class EmbeddingCache:
-    """Embeddings by text hash in one .npz per workspace; only unseen texts are encoded."""
-
-    def __init__(self, directory: Path = CACHE_DIR):
-        self.path = directory / "all-MiniLM-L6-v2.npz"
-        self.vectors: dict[str, np.ndarray] = {}
-        if self.path.exists():
-            with np.load(self.path) as data:
-                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
-        self.encoder = None
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.vectors}.items())
-        if missing:
-            self.encoder = self.encoder or load_encoder()
-            encoded = encode(self.encoder, [t for _, t in missing])
-            self.vectors.update(zip([k for k, _ in missing], encoded))
-        return np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, DIMENSIONS))
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self.vectors)
-        np.savez(self.path, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
 
 
 def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int,
@@ -256,8 +228,7 @@ def run(p: params_mod.DriftParams, seed: int, cycle: str, clean: Path, reference
     cache = EmbeddingCache()
     samples: dict = {}
     report = {"cycle": cycle, **compare(p, window, current, seed, cache, samples)}
-    if cache.encoder is not None:
-        cache.save()
+    cache.save()
     write_json(out_json, report)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(render_html(report, cycle, samples))
