@@ -33,11 +33,17 @@ demo-serve: $(STAMP)  ## after `make demo`: serve @champion, a scripted user ask
 services:  ## install PostgreSQL 15 and headless Chromium (Debian packages) for the tests
 	@scripts/services.sh
 
+# Test files run on TEST_WORKERS pytest-xdist workers, each file whole on one worker (its module
+# fixtures, the cycled workspaces, are built once). Much of a test is waiting on a subprocess's
+# imports or a server, so 2 workers on 2 cores nearly halve the suite; tests/conftest.py gives each
+# worker its share of the cores for torch.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) services  ## install what the tests need, then run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## the tests that need no server and no full cycle: a few minutes, for a change to one stage
-	$(BIN)/python -m pytest -m "not slow and not server and not gpu"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not server and not gpu"
 
 lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -19,6 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Under pytest-xdist (`make test` runs two workers), each worker and the stage processes it starts
+# get their share of the cores: two workers each running torch on every core slow both many-fold.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                     // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"

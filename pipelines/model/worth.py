@@ -194,10 +194,11 @@ def run(p: params_mod.WorthParams, seed: int, cycle: str, evaluation: dict, trai
         report["pii_rate"][name] = generations.get("pii_rate")
     for s in SETS:
         candidate = per_record(found["candidate"], s)
+        others = {over: per_record(found[over], s)
+                  for over in ("retrieval", "prompting", "champion", "candidate_retrieval")}
         report["gains"][s] = {
-            over: paired_gain(candidate, per_record(found[over], s), p.bootstrap_samples, p.confidence, seed)
-            if candidate is not None and per_record(found[over], s) is not None else None
-            for over in ("retrieval", "prompting", "champion", "candidate_retrieval")}
+            over: paired_gain(candidate, other, p.bootstrap_samples, p.confidence, seed)
+            if candidate is not None and other is not None else None for over, other in others.items()}
     gains = report["gains"][p.verdict_set]
     report["over_retrieval"] = verdict(p, gains["retrieval"])
     report["over_prompting"] = verdict(p, gains["prompting"])
