@@ -123,6 +123,8 @@ def test_second_cycle_compares_its_batch_with_the_first_for_drift(two_cycles):
     assert "not compared" in first["drift"]["note"]  # no history on the first night
     report = json.loads((ws / "reports/drift.json").read_text())
     assert report["cycle"] == "2026-01-06" and "embedding" in report
+    # The retrieval stage embedded the night's records already: drift loaded no encoder.
+    assert report["newly_embedded"] == 0
     assert second["drift"]["alarm"] == report["alarm"]
     assert "Input drift, cycle 2026-01-06" in (ws / "reports/drift.html").read_text()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.common import modeling
-from pipelines.common.embedding import encode, load_encoder, user_texts
+from pipelines.common.embedding import EmbeddingCache, encode, load_encoder, user_texts
 from pipelines.common.records import read_jsonl, write_jsonl
 from pipelines.common.retrieval import Index, pack, unpack, with_examples
 from pipelines.data import retrieval
@@ -51,6 +51,39 @@ def test_the_index_grows_by_the_nights_new_training_records_only_embedding_only_
     assert {after[r["id"]]["cycle"] for r in second} == {"2026-01-06"}
     # The lines carry the records' subject hashes, which is what `nightshift forget` matches by.
     assert all("subjects" in r["metadata"] for r in after.values() if r["metadata"].get("subjects") is not None)
+
+
+def test_the_stage_leaves_the_nights_records_embedded_so_drift_and_evaluate_load_no_encoder(
+        tmp_path, encoder, params, replace):
+    """The retrieval stage is the night's one encoder load: it embeds the new training records
+    through the workspace's cache and prefetches the rest of the night (held-out records too);
+    drift's sample and evaluate's queries then come from the cache, the same vectors."""
+    from pipelines.data import drift
+    from pipelines.model import evaluate
+
+    cache_dir = tmp_path / "cache"
+    first, second = night("2026-01-05", 30, 1), night("2026-01-06", 30, 2)
+    seen: set[str] = set()
+    for day, rows, previous, out in (("2026-01-05", first, "none.jsonl", "index1.jsonl"),
+                                     ("2026-01-06", second, "index1.jsonl", "index2.jsonl")):
+        write_jsonl(tmp_path / f"clean-{day}.jsonl", rows)   # the night, held-out records included
+        report = retrieval.run(day, tmp_path / previous, train_file(tmp_path / f"t-{day}.jsonl", rows[:20]),
+                               tmp_path / out, ["down"], encoder=encoder, cache=EmbeddingCache(cache_dir),
+                               prefetch=tmp_path / f"clean-{day}.jsonl")
+        assert report["added"] == 20 and report["newly_cached"] == len(set(user_texts(rows)) - seen) > 0
+        seen |= set(user_texts(rows))
+    again = EmbeddingCache(cache_dir)
+    # drift's reference is the replay buffer, training records of earlier nights
+    drift_report = drift.compare(replace(params.drift, min_records=20), first[:20], second, params.seed, again)
+    assert "embedding" in drift_report and again.encoder is None and again.added == 0
+    held_out = second[20:]
+    index = Index.load(tmp_path / "index2.jsonl")
+    found = evaluate.retrieve(index, {"new": held_out}, 2, again)
+    assert again.encoder is None and again.added == 0
+    assert [len(hits) for hits in found["new"]] == [2] * len(held_out)
+    # The cached vectors are the encoder's (to float noise: identical questions may swap places).
+    cached = again.embed(user_texts(held_out))
+    assert np.abs(cached - encode(encoder, user_texts(held_out))).max() < 1e-5
 
 
 def test_a_late_thumbs_down_takes_an_answer_out_of_the_index(tmp_path, encoder):

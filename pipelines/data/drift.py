@@ -228,6 +228,9 @@ def run(p: params_mod.DriftParams, seed: int, cycle: str, clean: Path, reference
     cache = EmbeddingCache()
     samples: dict = {}
     report = {"cycle": cycle, **compare(p, window, current, seed, cache, samples)}
+    # Texts no earlier stage had embedded (the retrieval stage embeds the night's records): 0 on a
+    # night whose sample was all in the cache, when this stage loads no encoder at all.
+    report["newly_embedded"] = cache.added
     cache.save()
     write_json(out_json, report)
     out_html.parent.mkdir(parents=True, exist_ok=True)

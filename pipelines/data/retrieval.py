@@ -11,8 +11,14 @@ replay buffer) is copied line by line with its stored embeddings, and only the n
 are embedded. A record the night's feedback rates into dataset.exclude_feedback leaves the index,
 as it leaves the replay buffer: a thumbs-down answer is not held up as an example.
 
+With `--prefetch data/validated/clean.jsonl` it also embeds the rest of the night's records into
+the workspace's embedding cache (pipelines/common/embedding.EmbeddingCache), so the encoder this
+stage loads anyway is the night's only one: drift then finds its sample there, and evaluate the
+held-out records it looks up (about 6 s of process start-up and loading each, docs/BENCHMARKS.md).
+
     python -m pipelines.data.retrieval --cycle 2026-01-06 data/retrieval/previous.jsonl \\
-        data/dataset/train.jsonl data/retrieval/index.jsonl --feedback data/validated/feedback.jsonl
+        data/dataset/train.jsonl data/retrieval/index.jsonl --feedback data/validated/feedback.jsonl \\
+        --prefetch data/validated/clean.jsonl
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 from pipelines.common import params as params_mod
-from pipelines.common.embedding import encode, load_encoder, user_texts
+from pipelines.common.embedding import EmbeddingCache, encode, load_encoder, user_texts
 from pipelines.common.records import latest_feedback, read_jsonl, write_json, write_jsonl
 from pipelines.common.retrieval import pack
 
@@ -35,8 +41,11 @@ def indexable(record: dict) -> bool:
 
 
 def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: list[str],
-        feedback: Path | None = None, encoder=None) -> dict:
-    """Write the grown index to `out`; returns what was kept, added and dropped."""
+        feedback: Path | None = None, encoder=None, cache: EmbeddingCache | None = None,
+        prefetch: Path | None = None) -> dict:
+    """Write the grown index to `out`; returns what was kept, added and dropped. With `cache`, the
+    new records are embedded through it (what another stage embedded is reused), and so are the
+    records of `prefetch`, for the stages after this one."""
     started = time.time()
     latest = latest_feedback(read_jsonl(feedback)) if feedback is not None and feedback.exists() else {}
 
@@ -53,14 +62,23 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
         seen.add(line["id"])
     new = [r for r in read_jsonl(train) if indexable(r) and r["id"] not in seen]
     embedded_at = time.time()
-    vectors = encode(encoder or load_encoder(), user_texts(new)) if new else []
+    prefetched = 0
+    if cache is None:
+        vectors = encode(encoder or load_encoder(), user_texts(new)) if new else []
+    else:
+        cache.encoder = cache.encoder or encoder
+        vectors = cache.embed(user_texts(new))
+        if prefetch is not None and prefetch.exists():
+            cache.embed(user_texts(list(read_jsonl(prefetch))))
+        prefetched = cache.added
+        cache.save()
     embed_seconds = time.time() - embedded_at
     added = [{"id": r["id"], "cycle": cycle, "messages": r["messages"],
               "metadata": r.get("metadata") or {}, "embedding": pack(v)}
              for r, v in zip(new, vectors)]
     write_jsonl(out, kept + added)
     return {"cycle": cycle, "indexed": len(kept) + len(added), "added": len(added),
-            "kept": len(kept), "removed_by_feedback": dropped,
+            "kept": len(kept), "removed_by_feedback": dropped, "newly_cached": prefetched,
             "embed_seconds": round(embed_seconds, 2), "seconds": round(time.time() - started, 2)}
 
 
@@ -73,12 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycle", required=True, help="the cycle's date, stamped on the records it adds")
     parser.add_argument("--feedback", type=Path, default=None,
                         help="the night's feedback events (validate's feedback.jsonl)")
+    parser.add_argument("--prefetch", type=Path, default=None,
+                        help="the night's other records (validate's clean.jsonl), embedded into the "
+                             "workspace's cache for drift and evaluate")
     parser.add_argument("--metrics", type=Path, default=Path("reports/retrieval.json"))
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = params_mod.load(args.params)
     report = run(args.cycle, args.previous, args.train, args.out, params.dataset.exclude_feedback,
-                 args.feedback)
+                 args.feedback, cache=EmbeddingCache(), prefetch=args.prefetch)
     write_json(args.metrics, report)
     print(f"retrieval: {report['indexed']} conversations indexed ({report['added']} new, embedded "
           f"in {report['embed_seconds']} s; {report['removed_by_feedback']} taken out by feedback)")

@@ -37,6 +37,7 @@ import re
 from pathlib import Path
 
 from pipelines.common import params as params_mod
+from pipelines.common.embedding import EmbeddingCache
 from pipelines.common.metrics import SETS, metric
 from pipelines.common.records import read_jsonl, write_json
 from pipelines.common.retrieval import Index
@@ -154,23 +155,31 @@ def prompted(record: dict, prompt: str | None) -> dict:
     return {**record, "messages": [{"role": "system", "content": prompt}] + turns}
 
 
-def retrieve(index, records: dict[str, list[dict]], k: int) -> dict[str, list[list[dict]]]:
+def retrieve(index, records: dict[str, list[dict]], k: int, cache=None) -> dict[str, list[list[dict]]]:
     """The `k` nearest indexed conversations to each record of each set, nearest first (a record
-    is never its own example)."""
+    is never its own example). With the workspace's embedding `cache`, only texts no stage has
+    embedded yet load the encoder: the night's held-out records are there from the retrieval stage,
+    the golden set from the first night's evaluate."""
     from pipelines.common.embedding import encode, load_encoder, user_texts
 
     if index is None or not len(index) or k <= 0:
         return {name: [[] for _ in rs] for name, rs in records.items()}
-    encoder = load_encoder()
+    if cache is None:
+        encoder = load_encoder()
+        embed = lambda texts: encode(encoder, texts)  # noqa: E731
+    else:
+        embed = cache.embed
     found = {}
     for name, rs in records.items():
-        hits = index.search(encode(encoder, user_texts(rs)), k, [{r.get("id")} for r in rs])
+        hits = index.search(embed(user_texts(rs)), k, [{r.get("id")} for r in rs])
         found[name] = [[record for _, record in h] for h in hits]
+    if cache is not None:
+        cache.save()
     return found
 
 
 def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str, list[dict]],
-               prompts: list[dict], index, report: dict) -> dict:
+               prompts: list[dict], index, report: dict, cache=None) -> dict:
     """Prompting, few-shot retrieval and the candidate with retrieval on the new and golden sets,
     beside the champion and the candidate already in `report`: the same records, the loss on the
     answer tokens only (retrieved examples are context), and the behaviour checks on generations."""
@@ -179,7 +188,7 @@ def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str
     limit = min(getattr(model.config, "max_position_embeddings", None) or p.max_context_tokens,
                 p.max_context_tokens)
     plain = {s: [prompted(r, p.prompt) for r in records[s]] for s in CONTENDER_SETS}
-    found = retrieve(index, {**plain, "prompts": prompts}, p.retrieved_examples)
+    found = retrieve(index, {**plain, "prompts": prompts}, p.retrieved_examples, cache)
     with_context = {s: [encode_in_context(tokenizer, r["messages"], ex, limit)
                         for r, ex in zip(plain[s], found[s])] for s in CONTENDER_SETS}
     alone = {s: [encode_scored(tokenizer, r["messages"], limit) for r in plain[s]] for s in CONTENDER_SETS}
@@ -220,7 +229,7 @@ def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str
 
 
 def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model: str, seed: int,
-        candidate: Path, champion: Path, sets: dict[str, list[dict]], index=None) -> dict:
+        candidate: Path, champion: Path, sets: dict[str, list[dict]], index=None, cache=None) -> dict:
     """Score candidate, champion and base on every set.
 
     Args:
@@ -229,6 +238,8 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         sets: records per name in SETS (an empty list where a set has nothing yet).
         index: the retrieval index (pipelines/common/retrieval.Index) the retrieval contenders
             draw their examples from; None or empty: they have no examples.
+        cache: the workspace's EmbeddingCache the queries are embedded through; None: the encoder
+            embeds them all.
     Returns:
         {"examples": {set: n}, "base": {...}, "candidate": {...} or {"error"}, "champion": {...}
         or None, "divergence": {...} or None, "contenders": {...}}; each model's entry has one
@@ -286,7 +297,7 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         report["divergence"] = {
             "kl_champion_to_candidate": round(kl, 6) if math.isfinite(kl) else None,
             "generation_agreement": round(sum(same) / len(same), 5) if same else None}
-    report["contenders"] = contenders(p, model, tokenizer, records, prompts, index, report)
+    report["contenders"] = contenders(p, model, tokenizer, records, prompts, index, report, cache)
     return report
 
 
@@ -317,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
                      args.dataset_dir / "train.jsonl", params.evaluate.replay_examples, params.seed)
     index = Index.load(args.index) if args.index else None
     report = run(params.evaluate, params.train, params.base_model.model, params.seed, args.candidate,
-                 args.champion, sets, index)
+                 args.champion, sets, index, EmbeddingCache())
     write_json(args.report, report)
     losses = {n: metric(report[n], "new.eval_loss") if report[n] else "none"
               for n in ("candidate", "champion", "base")}
