@@ -23,8 +23,9 @@ of its `metadata.user_id` and of each value redaction replaced. Forgetting them
 6. removes the exchanges `nightshift serve-model` logged about them from the source (and the
    feedback on them): the server wrote those, so nightshift erases them; lines other loggers
    wrote into the source are the team's to erase;
-7. deletes drift's embedding cache (`.cache/embeddings`: vectors of the texts it sampled, by text
-   hash), which would otherwise keep vectors of their messages; drift re-embeds what it needs;
+7. deletes the stages' embedding cache (`.cache/embeddings`: vectors of the night's and the
+   golden set's user turns, by text hash), which would otherwise keep vectors of their messages;
+   the stages re-embed what they need;
 8. commits the change with its (redacted) reason.
 
 A past cycle whose objects were deleted cannot be rebuilt: `check_reproducible` says which of its

@@ -125,7 +125,7 @@ def forget(
     print(f"records removed: {done['records_removed']}")
     print(f"exchanges serve-model logged about them, removed from the source: {done['served_removed']}")
     if done["embedding_cache_cleared"]:
-        print("drift's embedding cache (.cache/embeddings) deleted; drift re-embeds what it samples")
+        print("the stages' embedding cache (.cache/embeddings) deleted; they re-embed what they need")
     for path, n in done["removed"].items():
         print(f"  {path:<44} {n}")
     if done["dvc_files"] or done["stages"]:

