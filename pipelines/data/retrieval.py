@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.common import params as params_mod
@@ -43,7 +44,7 @@ def indexable(record: dict) -> bool:
 
 def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: list[str],
         feedback: Path | None = None, encoder=None, cache: EmbeddingCache | None = None,
-        prefetch: list[Path] = ()) -> dict:
+        prefetch: Sequence[Path] = ()) -> dict:
     """Write the grown index to `out`; returns what was kept, added and dropped. With `cache`, the
     new records are embedded through it (what another stage embedded is reused), and so are the
     records of the `prefetch` files (those that exist), for the stages after this one."""
@@ -63,7 +64,7 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
         seen.add(line["id"])
     new = [r for r in read_jsonl(train) if indexable(r) and r["id"] not in seen]
     embedded_at = time.time()
-    prefetched = 0
+    newly_cached = 0
     if cache is None:
         vectors = encode(encoder or load_encoder(), user_texts(new)) if new else []
     else:
@@ -71,7 +72,7 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
         vectors = cache.embed(user_texts(new))
         for path in (p for p in prefetch if p.exists()):
             cache.embed(user_texts(list(read_jsonl(path))))
-        prefetched = cache.added
+        newly_cached = cache.added
         cache.save()
     embed_seconds = time.time() - embedded_at
     added = [{"id": r["id"], "cycle": cycle, "messages": r["messages"],
@@ -79,7 +80,7 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
              for r, v in zip(new, vectors)]
     write_jsonl(out, kept + added)
     return {"cycle": cycle, "indexed": len(kept) + len(added), "added": len(added),
-            "kept": len(kept), "removed_by_feedback": dropped, "newly_cached": prefetched,
+            "kept": len(kept), "removed_by_feedback": dropped, "newly_cached": newly_cached,
             "embed_seconds": round(embed_seconds, 2), "seconds": round(time.time() - started, 2)}
 
 

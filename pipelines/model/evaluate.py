@@ -158,8 +158,8 @@ def prompted(record: dict, prompt: str | None) -> dict:
 def retrieve(index, records: dict[str, list[dict]], k: int, cache=None) -> dict[str, list[list[dict]]]:
     """The `k` nearest indexed conversations to each record of each set, nearest first (a record
     is never its own example). With the workspace's embedding `cache`, only texts no stage has
-    embedded yet load the encoder: the night's held-out records are there from the retrieval stage,
-    the golden set from the first night's evaluate."""
+    embedded yet load the encoder: the retrieval stage put the night's held-out records and the
+    golden set there."""
     from pipelines.common.embedding import encode, load_encoder, user_texts
 
     if index is None or not len(index) or k <= 0:
