@@ -70,7 +70,7 @@ def test_the_stage_leaves_the_nights_records_embedded_so_drift_and_evaluate_load
         report = retrieval.run(day, tmp_path / previous, train_file(tmp_path / f"t-{day}.jsonl", rows[:20]),
                                tmp_path / out, ["down"], encoder=encoder, cache=EmbeddingCache(cache_dir),
                                prefetch=[tmp_path / f"clean-{day}.jsonl", tmp_path / "no-golden-yet.jsonl"])
-        assert report["added"] == 20 and report["newly_cached"] == len(set(user_texts(rows)) - seen) > 0
+        assert report["added"] == 20 and report["newly_embedded"] == len(set(user_texts(rows)) - seen) > 0
         seen |= set(user_texts(rows))
     again = EmbeddingCache(cache_dir)
     # drift's reference is the replay buffer, training records of earlier nights

@@ -69,12 +69,13 @@ def encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
 
 class EmbeddingCache:
     """Embeddings by text hash in one .npz per workspace; only unseen texts are encoded, and the
-    encoder is loaded only when there are some. `forget` deletes the file: it is only a cache."""
+    encoder is loaded only when there are some. `forget` deletes the file: it is only a cache.
+    `directory` None: in memory only, nothing read or written (each text still embedded once)."""
 
-    def __init__(self, directory: Path = CACHE_DIR):
-        self.path = directory / "all-MiniLM-L6-v2.npz"
+    def __init__(self, directory: Path | None = CACHE_DIR):
+        self.path = directory / "all-MiniLM-L6-v2.npz" if directory is not None else None
         self.vectors: dict[str, np.ndarray] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             with np.load(self.path) as data:
                 self.vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
         self.encoder: Encoder | None = None
@@ -92,7 +93,7 @@ class EmbeddingCache:
 
     def save(self) -> None:
         """Write the cache when it grew (atomically: a killed stage leaves the old file whole)."""
-        if not self.added:
+        if not self.added or self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.vectors)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.common import params as params_mod
-from pipelines.common.embedding import EmbeddingCache, encode, load_encoder, user_texts
+from pipelines.common.embedding import EmbeddingCache, user_texts
 from pipelines.common.records import latest_feedback, read_jsonl, write_json, write_jsonl
 from pipelines.common.retrieval import pack
 
@@ -45,9 +45,10 @@ def indexable(record: dict) -> bool:
 def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: list[str],
         feedback: Path | None = None, encoder=None, cache: EmbeddingCache | None = None,
         prefetch: Sequence[Path] = ()) -> dict:
-    """Write the grown index to `out`; returns what was kept, added and dropped. With `cache`, the
-    new records are embedded through it (what another stage embedded is reused), and so are the
-    records of the `prefetch` files (those that exist), for the stages after this one."""
+    """Write the grown index to `out`; returns what was kept, added and dropped. The new records
+    are embedded through `cache` (the workspace's: what another stage embedded is reused; None: one
+    in memory), and so are the records of the `prefetch` files (those that exist), for the stages
+    after this one."""
     started = time.time()
     latest = latest_feedback(read_jsonl(feedback)) if feedback is not None and feedback.exists() else {}
 
@@ -64,23 +65,20 @@ def run(cycle: str, previous: Path, train: Path, out: Path, exclude_feedback: li
         seen.add(line["id"])
     new = [r for r in read_jsonl(train) if indexable(r) and r["id"] not in seen]
     embedded_at = time.time()
-    newly_cached = 0
-    if cache is None:
-        vectors = encode(encoder or load_encoder(), user_texts(new)) if new else []
-    else:
-        cache.encoder = cache.encoder or encoder
-        vectors = cache.embed(user_texts(new))
-        for path in (p for p in prefetch if p.exists()):
-            cache.embed(user_texts(list(read_jsonl(path))))
-        newly_cached = cache.added
-        cache.save()
+    cache = cache if cache is not None else EmbeddingCache(None)
+    cache.encoder = cache.encoder or encoder
+    vectors = cache.embed(user_texts(new))
+    for path in (p for p in prefetch if p.exists()):
+        cache.embed(user_texts(list(read_jsonl(path))))
+    newly_embedded = cache.added
+    cache.save()
     embed_seconds = time.time() - embedded_at
     added = [{"id": r["id"], "cycle": cycle, "messages": r["messages"],
               "metadata": r.get("metadata") or {}, "embedding": pack(v)}
              for r, v in zip(new, vectors)]
     write_jsonl(out, kept + added)
     return {"cycle": cycle, "indexed": len(kept) + len(added), "added": len(added),
-            "kept": len(kept), "removed_by_feedback": dropped, "newly_cached": newly_cached,
+            "kept": len(kept), "removed_by_feedback": dropped, "newly_embedded": newly_embedded,
             "embed_seconds": round(embed_seconds, 2), "seconds": round(time.time() - started, 2)}
 
 

@@ -37,7 +37,7 @@ import re
 from pathlib import Path
 
 from pipelines.common import params as params_mod
-from pipelines.common.embedding import EmbeddingCache
+from pipelines.common.embedding import EmbeddingCache, user_texts
 from pipelines.common.metrics import SETS, metric
 from pipelines.common.records import read_jsonl, write_json
 from pipelines.common.retrieval import Index
@@ -159,22 +159,15 @@ def retrieve(index, records: dict[str, list[dict]], k: int, cache=None) -> dict[
     """The `k` nearest indexed conversations to each record of each set, nearest first (a record
     is never its own example). With the workspace's embedding `cache`, only texts no stage has
     embedded yet load the encoder: the retrieval stage put the night's held-out records and the
-    golden set there."""
-    from pipelines.common.embedding import encode, load_encoder, user_texts
-
+    golden set there. None: a cache in memory."""
     if index is None or not len(index) or k <= 0:
         return {name: [[] for _ in rs] for name, rs in records.items()}
-    if cache is None:
-        encoder = load_encoder()
-        embed = lambda texts: encode(encoder, texts)  # noqa: E731
-    else:
-        embed = cache.embed
+    cache = cache if cache is not None else EmbeddingCache(None)
     found = {}
     for name, rs in records.items():
-        hits = index.search(embed(user_texts(rs)), k, [{r.get("id")} for r in rs])
+        hits = index.search(cache.embed(user_texts(rs)), k, [{r.get("id")} for r in rs])
         found[name] = [[record for _, record in h] for h in hits]
-    if cache is not None:
-        cache.save()
+    cache.save()
     return found
 
 
@@ -238,8 +231,8 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         sets: records per name in SETS (an empty list where a set has nothing yet).
         index: the retrieval index (pipelines/common/retrieval.Index) the retrieval contenders
             draw their examples from; None or empty: they have no examples.
-        cache: the workspace's EmbeddingCache the queries are embedded through; None: the encoder
-            embeds them all.
+        cache: the workspace's EmbeddingCache the queries are embedded through; None: one in
+            memory.
     Returns:
         {"examples": {set: n}, "base": {...}, "candidate": {...} or {"error"}, "champion": {...}
         or None, "divergence": {...} or None, "contenders": {...}}; each model's entry has one
