@@ -45,6 +45,9 @@ test: $(STAMP) services  ## install what the tests need, then run the whole test
 test-fast: $(STAMP)  ## the tests that need no server and no full cycle: a few minutes, for a change to one stage
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not server and not gpu"
 
+test-long: $(STAMP)  ## the long tests `make test` skips (a base pre-trained to copy from its context): about 7 minutes
+	NIGHTSHIFT_LONG_TESTS=1 $(BIN)/python -m pytest -m long
+
 lock:  ## re-resolve dependencies from pyproject.toml and rewrite requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet -e '.[test]'

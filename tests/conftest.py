@@ -66,11 +66,17 @@ SERVER_FIXTURES = {"postgres_server", "postgres_url", "mlflow_server", "mlflow_b
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests using a server fixture are marked `server`. Tests marked `gpu` need CUDA: skipped,
-    with the reason, on a machine without it."""
+    """Tests using a server fixture are marked `server`. Tests marked `long` take more minutes than
+    the suite has room for: skipped, with the reason, unless NIGHTSHIFT_LONG_TESTS=1 (`make
+    test-long`). Tests marked `gpu` need CUDA: skipped, with the reason, on a machine without it."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+    if os.environ.get("NIGHTSHIFT_LONG_TESTS") != "1":
+        skip_long = pytest.mark.skip(reason="a long test (minutes of pre-training): `make test-long` runs it")
+        for item in items:
+            if item.get_closest_marker("long"):
+                item.add_marker(skip_long)
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return

@@ -147,3 +147,10 @@ def test_replacing_a_value_is_checked_like_loading_it(params):
 
     with pytest.raises(params_mod.ParamsError, match="TrainParams.epochs must be at least 1, not 0"):
         dataclasses.replace(params.train, epochs=0)
+
+
+def test_copying_shares_that_leave_no_plain_text_in_a_batch_are_an_error(tmp_path):
+    raw = project_params()
+    raw["base_model"].update(copy_share=0.5, copy_chat_share=0.5)
+    with pytest.raises(params_mod.ParamsError, match="copy_share \\+ base_model.copy_chat_share is 1.0"):
+        load_raw(tmp_path, raw)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipelines.model import worth
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -127,7 +128,8 @@ def night_records(seed: int, day: str, n: int) -> list[dict]:
     return [sample_logs.make_record(rng, date, i, sample_logs.TOPICS[i % 6], redacted=True) for i in range(n)]
 
 
-def verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight_train, tonight_eval) -> dict:
+def verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight_train, tonight_eval,
+               worth_params=None) -> dict:
     """A night as the pipeline runs it: the index holds the earlier nights and tonight's training
     records, the adapter has trained on the same, and evaluate scores the contenders on tonight's
     held-out records; then the worth step's verdict."""
@@ -147,25 +149,101 @@ def verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight_train, ton
     sets = {"new": tonight_eval, "golden": [], "replay": [], "anchor": []}
     report = evaluate.run(p, params.train, tiny_base, params.seed, tmp_path / "cand", tmp_path / "none", sets,
                           Index.load(tmp_path / "index.jsonl"))
-    return worth.run(params.worth, params.seed, "2026-01-06", report,
+    return worth.run(worth_params or params.worth, params.seed, "2026-01-06", report,
                      {"tokens": 1, "examples": 1, "device": "cpu"}, {"train": 1.0}, 100, [])
+
+
+def new_rule(record: dict) -> dict:
+    """The team's new house style: every answer opens by quoting the question back."""
+    question = next(m["content"] for m in record["messages"] if m["role"] == "user")
+    answer = record["messages"][-1]["content"]
+    return {**record, "messages": record["messages"][:-1] + [
+        {"role": "assistant", "content": f'You asked: "{question}" {answer}'}]}
 
 
 @pytest.mark.slow
 def test_when_the_answers_follow_a_new_rule_no_earlier_record_shows_the_adapter_adds(
         tmp_path, tiny_base, params, replace):
-    def new_rule(record: dict) -> dict:
-        """The team's new house style: every answer opens by quoting the question back."""
-        question = next(m["content"] for m in record["messages"] if m["role"] == "user")
-        answer = record["messages"][-1]["content"]
-        return {**record, "messages": record["messages"][:-1] + [
-            {"role": "assistant", "content": f'You asked: "{question}" {answer}'}]}
-
     earlier = night_records(1, "2026-01-05", 48)
     tonight = [new_rule(r) for r in night_records(2, "2026-01-06", 72)]
     report = verdict_of(tmp_path, tiny_base, params, replace, earlier, tonight[:48], tonight[48:])
     assert report["over_retrieval"] == "adds", report["gains"]["new"]
     assert report["gains"]["new"]["retrieval"]["low"] > 0
+
+
+# --- Both verdicts on a base that learns from its context ---------------------------------------
+# The tiny default base ignores its context, so on it "the adapter adds" is the base's verdict,
+# not the data's. The base_model stage with its copying rows on grows a base that copies from its
+# context; that takes about 2,500 pre-training steps, 6-7 minutes on 2 cores: more than the suite
+# has room for under its 30 minutes. Hence the `long` marker: `make test-long` runs these (and
+# docs/BENCHMARKS.md has their figures). Not `gpu`: the GPU machines lack the sentence encoder
+# retrieval needs (docs/TRAINING.md, "What travels").
+
+@pytest.fixture(scope="module")
+def copying_base(tmp_path_factory, params) -> str:
+    """A tiny base that copies from its context: the base_model stage with its copying rows on
+    (`copy_share`, `copy_chat_share`), the default corpus and vocabulary, and a budget long enough
+    for induction heads to form (docs/BENCHMARKS.md, "Does the tiny base use retrieved examples?")."""
+    import dataclasses
+
+    from pipelines.model import base_model
+
+    p = dataclasses.replace(params.base_model, corpus_records=3000, vocab_size=4096, pretrain_steps=2500,
+                pretrain_batch_size=16, pretrain_learning_rate=0.001, copy_share=0.5, copy_chat_share=0.25)
+    out = tmp_path_factory.mktemp("copying") / "base"
+    base_model.run(p, params.seed, out, ROOT / "data/corpus")
+    return str(out)
+
+
+def unguessable(records: list[dict], seed: int, base: str) -> list[dict]:
+    """The records with each answer replaced by 6-30 of the night's answer words in random order:
+    the store's vocabulary in wording no template, and no model, can predict; only an earlier copy
+    of the answer tells it. The words are those the base's tokenizer keeps whole: a tiny base's
+    vocabulary splits the others into fragments it has rarely seen, and copies those poorly
+    (docs/BENCHMARKS.md); a real base's tokenizer keeps most English words whole."""
+    import random
+
+    from pipelines.common.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(base)
+    rng = random.Random(seed)
+    words = sorted({w for r in records for w in r["messages"][-1]["content"].split()
+                    if w.isalpha() and len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1})
+    assert len(words) >= 50, words  # enough that no answer can be guessed
+    return [{**r, "messages": r["messages"][:-1] + [
+        {"role": "assistant", "content": " ".join(rng.choice(words) for _ in range(rng.randint(6, 30)))}]}
+        for r in records]
+
+
+@pytest.mark.long
+@pytest.mark.slow
+def test_when_tonights_answers_repeat_earlier_ones_word_for_word_retrieval_matches_and_it_is_not_paying(
+        tmp_path, copying_base, params, replace):
+    """Knowledge that is already in the history: tonight's questions and answers repeat earlier
+    nights' word for word. Retrieval puts each earlier answer in the base's context and the base
+    copies it; the adapter, trained on the same records, adds nothing over that."""
+    earlier = unguessable(night_records(1, "2026-01-05", 48), 1, copying_base)
+    repeats = [{**r, "id": f"again-{i}"} for i, r in enumerate(earlier)]
+    report = verdict_of(tmp_path, copying_base, params, replace, earlier, repeats[:24], repeats[24:],
+                        worth_params=replace(params.worth, alert_after_nights=1))
+    losses = {n: report["contenders"][n]["new"]["eval_loss"] for n in ("prompting", "retrieval", "candidate")}
+    assert losses["retrieval"] < 0.8 * losses["prompting"], losses  # the base uses its context
+    assert report["over_retrieval"] == "matches", (losses, report["gains"]["new"])
+    assert "knowledge" in report["gaps"] and report["caveat"] is None
+    assert report["not_paying"] and "not paying for itself" in report["headline"]
+
+
+@pytest.mark.long
+@pytest.mark.slow
+def test_on_the_same_copying_base_answers_that_follow_a_new_rule_still_get_the_adapter_adds(
+        tmp_path, copying_base, params, replace):
+    """The other verdict on the base that gave "not paying" above: so the verdict follows the data,
+    not the base. No earlier record shows the new rule, so retrieval has nothing to copy."""
+    earlier = night_records(1, "2026-01-05", 48)
+    tonight = [new_rule(r) for r in night_records(2, "2026-01-06", 72)]
+    report = verdict_of(tmp_path, copying_base, params, replace, earlier, tonight[:48], tonight[48:])
+    assert report["over_retrieval"] == "adds", report["gains"]["new"]
+    assert report["gains"]["new"]["retrieval"]["low"] > 0 and not report["not_paying"]
 
 
 def test_examples_that_change_nothing_come_with_a_caveat_on_the_page(tmp_path, p):

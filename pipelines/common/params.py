@@ -54,6 +54,7 @@ def section(cls):
 
 
 AtLeast1 = Annotated[int, Field(ge=1)]
+Share = Annotated[float, Field(ge=0, lt=1)]
 
 
 @section
@@ -70,6 +71,14 @@ class BaseModelParams:
     pretrain_steps: AtLeast1
     pretrain_batch_size: AtLeast1
     pretrain_learning_rate: float
+    copy_share: Share
+    copy_chat_share: Share
+
+    def __post_init__(self):
+        if self.copy_share + self.copy_chat_share >= 1:
+            raise ParamsError(f"base_model.copy_share + base_model.copy_chat_share is "
+                              f"{self.copy_share + self.copy_chat_share}: it must stay below 1, so "
+                              "each batch keeps rows of plain text")
 
 
 @section
@@ -166,8 +175,6 @@ class DatasetParams:
 class NightlyParams:
     min_new_examples: AtLeast1
 
-
-Share = Annotated[float, Field(ge=0, lt=1)]
 
 
 @section

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import time
 from pathlib import Path
 
@@ -61,8 +62,73 @@ def pretraining_texts(p: params_mod.BaseModelParams, seed: int, corpus_dir: Path
     return [tokenizer.apply_chat_template(chat, tokenize=False) for chat in dialogues] + general
 
 
+def copy_row(stream: list[int], rng: random.Random, bos_id: int) -> tuple[list[int], int]:
+    """A passage of the stream's tokens in random order, then the same passage again, and how many
+    leading tokens are not scored: only the repeat is, since nothing but the context predicts it.
+    Tokens drawn by their frequency in the text, the words the model knows; uniform draws over the
+    vocabulary do not work, since with tied embeddings the tokens the text never uses collapse
+    together. Spans of 8 to 64 tokens, log-uniform: short and long look-backs alike."""
+    span = int(math.exp(rng.uniform(math.log(8), math.log(64))))
+    passage = [stream[rng.randrange(len(stream))] for _ in range(span)]
+    return [bos_id, *passage, *passage], span + 1
+
+
+def answer_words(text: str) -> list[str]:
+    """The words of `text` without the punctuation around them, in order, repeats kept."""
+    return [w for w in (word.strip(".,;:!?()\"'") for word in text.split()) if w]
+
+
+def copy_chat_row(tokenizer, dialogues: list[list[dict]], words: list[str], rng: random.Random,
+                  max_length: int) -> tuple[list[int], int]:
+    """A chat of 1-3 exchanges (questions from the dialogues, answers of 6-30 `words` in random
+    order), then one of them again word for word, scored on its answer: few-shot retrieval's
+    format, where the earlier answer is the only way to know the last one. `words` is every word of
+    the pre-training text with its repeats, so answers draw common and rare words alike by their
+    frequency: common ones also occur in the questions, and the model must match more than one
+    token to find where the answer is. Drawn again until it fits in `max_length` tokens, so the
+    scored answer is never cut off."""
+    for _ in range(100):
+        exchanges: list[dict] = []
+        for _ in range(rng.randint(1, 3)):
+            question = next(m["content"] for m in rng.choice(dialogues) if m["role"] == "user")
+            answer = " ".join(rng.choice(words) for _ in range(rng.randint(6, 30)))
+            exchanges += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        again = rng.randrange(len(exchanges) // 2) * 2
+        system = [m for m in rng.choice(dialogues) if m["role"] == "system"][:1]
+        chat = system + exchanges + exchanges[again:again + 2]
+        ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
+        if len(ids) <= max_length:
+            prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=True, add_generation_prompt=True,
+                                                   return_dict=True)["input_ids"]
+            return list(ids), len(prompt)
+    raise ValueError(f"base_model.max_length ({max_length}) is too short for copy_chat_share's rows (a "
+                     "question and answer, twice, in about 200 tokens): raise it or set copy_chat_share to 0")
+
+
+def padded(rows: list[tuple[list[int], int]], pad_id: int):
+    """Right-padded ids, attention mask and labels of (ids, unscored) rows: the first `unscored`
+    tokens and the padding are out of the loss."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, (ids, _) in enumerate(rows):
+        input_ids[n, :len(ids)] = torch.tensor(ids)
+        attention[n, :len(ids)] = 1
+    labels = input_ids.masked_fill(attention == 0, -100)
+    for n, (_, unscored) in enumerate(rows):
+        labels[n, :unscored] = -100
+    return input_ids, attention, labels
+
+
 def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Path = CORPUS_DIR) -> dict:
     """Build, pre-train and save the tiny base model.
+
+    Each batch holds blocks of the text stream and, with `copy_share` and `copy_chat_share` above
+    0, rows that teach the model to copy from its context (`copy_row`, `copy_chat_row`): what few-
+    shot retrieval needs of a base, and what 250 steps of plain text do not grow
+    (docs/BENCHMARKS.md, "Does the tiny base use retrieved examples?").
 
     Args:
         p: the `base_model` section of params.yaml (shape and pre-training budget).
@@ -99,11 +165,27 @@ def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Pat
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / p.pretrain_steps)))
     generator = torch.Generator().manual_seed(seed)
+    rng = random.Random(f"base-model-{seed}")
+    n_copy = round(p.pretrain_batch_size * p.copy_share)
+    n_chat = round(p.pretrain_batch_size * p.copy_chat_share)
+    n_text = p.pretrain_batch_size - n_copy - n_chat
+    dialogues = corpus_dialogues(seed, p.corpus_records)
+    words = [word for text in pretraining_texts(p, seed, corpus_dir) for word in answer_words(text)]
     losses = []
     model.train()
     for step in range(p.pretrain_steps):
-        batch = blocks[torch.randint(len(blocks), (p.pretrain_batch_size,), generator=generator)].to(device)
-        loss = model(input_ids=batch, labels=batch).loss
+        # Each kind of row weighs in by its share of the batch, whatever its number of tokens.
+        loss = torch.zeros((), device=device)
+        if n_text:
+            batch = blocks[torch.randint(len(blocks), (n_text,), generator=generator)].to(device)
+            loss = loss + model(input_ids=batch, labels=batch).loss * n_text / p.pretrain_batch_size
+        for n_rows, make in ((n_copy, lambda: copy_row(stream, rng, tokenizer.bos_token_id)),
+                             (n_chat, lambda: copy_chat_row(tokenizer, dialogues, words, rng, p.max_length))):
+            if n_rows:
+                ids, attention, labels = (t.to(device) for t in padded([make() for _ in range(n_rows)],
+                                                                      tokenizer.pad_token_id))
+                loss = loss + (model(input_ids=ids, attention_mask=attention, labels=labels).loss
+                               * n_rows / p.pretrain_batch_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
