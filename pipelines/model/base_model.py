@@ -116,7 +116,7 @@ def padded(rows: list[tuple[list[int], int]], pad_id: int):
     for n, (ids, _) in enumerate(rows):
         input_ids[n, :len(ids)] = torch.tensor(ids)
         attention[n, :len(ids)] = 1
-    labels = input_ids.masked_fill(attention == 0, -100)
+    labels = input_ids.masked_fill(attention == 0, -100)  # -100: out of transformers' loss
     for n, (_, unscored) in enumerate(rows):
         labels[n, :unscored] = -100
     return input_ids, attention, labels
@@ -169,8 +169,8 @@ def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Pat
     n_copy = round(p.pretrain_batch_size * p.copy_share)
     n_chat = round(p.pretrain_batch_size * p.copy_chat_share)
     n_text = p.pretrain_batch_size - n_copy - n_chat
-    dialogues = corpus_dialogues(seed, p.corpus_records)
-    words = [word for text in pretraining_texts(p, seed, corpus_dir) for word in answer_words(text)]
+    dialogues = corpus_dialogues(seed, p.corpus_records) if n_chat else []
+    words = [word for text in pretraining_texts(p, seed, corpus_dir) for word in answer_words(text)] if n_chat else []
     losses = []
     model.train()
     for step in range(p.pretrain_steps):
