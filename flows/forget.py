@@ -26,7 +26,9 @@ of its `metadata.user_id` and of each value redaction replaced. Forgetting them
 7. deletes the stages' embedding cache (`.cache/embeddings`: vectors of the night's and the
    golden set's user turns, by text hash), which would otherwise keep vectors of their messages;
    the stages re-embed what they need;
-8. commits the change with its (redacted) reason.
+8. with `retrieval.vector_store` set, syncs its pgvector table to the erased retrieval index and
+   rewrites the table (`VACUUM FULL`), so their rows leave it too;
+9. commits the change with its (redacted) reason.
 
 A past cycle whose objects were deleted cannot be rebuilt: `check_reproducible` says which of its
 files were erased, when and why.
@@ -46,8 +48,9 @@ import yaml
 
 from flows import cycle_lock
 from flows import workspace as wsp
-from pipelines.common import embedding
+from pipelines.common import embedding, vector_store
 from pipelines.common import params as params_mod
+from pipelines.common.paths import RETRIEVAL_INDEX
 from pipelines.privacy import subjects
 
 DIR_SUFFIX = ".dir"
@@ -372,6 +375,9 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
         from flows.serving import exchange_log
 
         served_removed = exchange_log.forget_in_log(ws, p.ingest, user_id, match)
+        index_file = ws / RETRIEVAL_INDEX
+        vector_store_synced = (vector_store.sync(p.retrieval.vector_store, index_file, vacuum=True)
+                               if p.retrieval.vector_store and index_file.exists() else None)
         embedding_cache = ws / embedding.CACHE_DIR
         cache_cleared = embedding_cache.exists()
         shutil.rmtree(embedding_cache, ignore_errors=True)
@@ -386,7 +392,8 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
     return {"removed": {path: n for path, (n, _) in sorted(removed.items())},
             "records_removed": tombstone["records_removed"], "objects": erased, "deleted": deleted,
             "dvc_files": dvc_files, "stages": stages, "tagged": tagged, "tombstone": tombstone,
-            "served_removed": served_removed, "embedding_cache_cleared": cache_cleared, "commit": commit}
+            "served_removed": served_removed, "embedding_cache_cleared": cache_cleared,
+            "vector_store": vector_store_synced, "commit": commit}
 
 
 # --- Reproducing a past cycle -----------------------------------------------------------------

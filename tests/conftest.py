@@ -62,7 +62,8 @@ def write_tiny_params(path: Path, **overrides) -> Path:
 # Fixtures that start a server (PostgreSQL, MLflow, moto's S3, a Prefect API, a browser): the
 # tests using one are marked `server`, and `make test-fast` leaves them out.
 SERVER_FIXTURES = {"postgres_server", "postgres_url", "mlflow_server", "mlflow_backend_store",
-                   "s3_endpoint", "prefect_api", "prefect_server", "browser"}
+                   "s3_endpoint", "prefect_api", "prefect_server", "browser", "pgvector_server",
+                   "pgvector_url"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -165,6 +166,37 @@ class PostgresServer:
         """A new, empty database owned by `role`; returns its SQLAlchemy URL."""
         self.admin(f'CREATE DATABASE "{name}" OWNER "{self.role}"')
         return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory):
+    """A private PostgreSQL 16 with the pgvector extension, from the `pgserver` wheel (Debian's
+    archive here has no pgvector): on a Unix socket in a temporary folder, stopped at the end of
+    the session. Yields its URL (postgresql://postgres:@/postgres?host=...)."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def pgvector_database(server_url: str) -> str:
+    """A fresh, empty database on the pgvector server: its URL."""
+    import psycopg2
+
+    name = f"t_{secrets.token_hex(6)}"
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return server_url.replace("/postgres?", f"/{name}?", 1)
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server):
+    """A fresh, empty database on the pgvector server for one test: its URL."""
+    return pgvector_database(pgvector_server)
 
 
 @pytest.fixture(scope="session")

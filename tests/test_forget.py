@@ -22,7 +22,7 @@ from pipelines.common import params as params_mod
 from pipelines.common.embedding import CACHE_DIR, EmbeddingCache, user_texts
 from pipelines.privacy import subjects
 from pipelines.samples import sample_logs
-from tests.conftest import write_tiny_params
+from tests.conftest import pgvector_database, write_tiny_params
 from tests.test_s3_remote import aws_env, s3_endpoint, s3_workspace  # noqa: F401  (fixtures: moto's S3 server)
 
 pytestmark = pytest.mark.slow
@@ -99,11 +99,12 @@ def object_files(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def cycled(tmp_path_factory):
+def cycled(tmp_path_factory, pgvector_server):
     """A workspace after one real cycle: Alice and Bob wrote six records each; one of Bob's
-    holds his email; Alice is also in the golden set."""
+    holds his email; Alice is also in the golden set. The retrieval index is mirrored into a
+    pgvector table (`retrieval.vector_store`), which evaluate searches."""
     ws = wsp.init(tmp_path_factory.mktemp("forget") / "ws")
-    write_tiny_params(ws / "params.yaml", **SHORT)
+    write_tiny_params(ws / "params.yaml", **SHORT, **{"retrieval.vector_store": pgvector_database(pgvector_server)})
     wsp.git(ws, "commit", "-q", "-am", "tiny params")
     alice, bob = user_records(DAY1, ALICE, 6, seed=1), user_records(DAY1, BOB, 6, seed=2)
     bob[0]["messages"][1]["content"] += f" You can write to me at {BOB_EMAIL}."
@@ -176,6 +177,27 @@ def test_the_users_records_are_gone_from_every_data_file_and_the_other_users_sta
     assert f"records removed: {removed}" in stdout
     for path in files:
         assert path in stdout
+
+
+def test_the_vector_stores_table_mirrored_the_index_for_evaluate_and_lost_their_rows_with_it(forgotten_alice):
+    import psycopg2
+
+    from pipelines.common import vector_store
+
+    ws, salt, hashes, before, *_, stdout = forgotten_alice
+    url = wsp.load_params(ws).retrieval.vector_store
+    synced = json.loads((ws / "reports/retrieval.json").read_text())["vector_store"]
+    index_before = before[ws / "data/retrieval/index.jsonl"]
+    assert synced["inserted"] == synced["rows"] > 0 and index_before  # the cycle's stage filled it
+    contenders = json.loads((ws / "reports/eval.json").read_text())["contenders"]
+    assert contenders["searched"] == "pgvector" and contenders["indexed"] == synced["rows"]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT line FROM {vector_store.TABLE}")
+        lines = [row[0] for row in cur.fetchall()]
+    assert sorted(line["id"] for line in lines) == sorted(r["id"] for r in records_in(ws / "data/retrieval/index.jsonl"))
+    assert not about(lines, hashes) and len(lines) == synced["rows"] - len(index_before)
+    assert vector_store.mirrored_digest(url) == vector_store.digest(ws / "data/retrieval/index.jsonl")
+    assert f"pgvector table synced to the erased index ({len(index_before)} rows deleted)" in stdout
 
 
 def test_drifts_embedding_cache_which_held_vectors_of_their_messages_is_deleted(forgotten_alice):

@@ -279,6 +279,7 @@ def test_second_nights_worth_report_has_five_contenders_a_verdict_cost_and_break
             assert report["contenders"][name][s]["eval_loss"] > 0, (name, s)
     evaluation = json.loads((ws / "reports/eval.json").read_text())
     assert evaluation["contenders"]["indexed"] > 0 and evaluation["contenders"]["context_tokens"]["new"] > 0
+    assert evaluation["contenders"]["searched"] == "faiss"  # retrieval.vector_store null: the file, in memory
     gain = report["gains"]["new"]["retrieval"]
     assert gain["low"] <= gain["gain"] <= gain["high"] and gain["records"] == evaluation["examples"]["new"]
     assert report["over_retrieval"] in ("adds", "matches", "undecided") and report["diagnosis"]

@@ -126,6 +126,9 @@ def forget(
     print(f"exchanges serve-model logged about them, removed from the source: {done['served_removed']}")
     if done["embedding_cache_cleared"]:
         print("the stages' embedding cache (.cache/embeddings) deleted; they re-embed what they need")
+    if done["vector_store"]:
+        print(f"the retrieval index's pgvector table synced to the erased index "
+              f"({done['vector_store']['deleted']} rows deleted) and rewritten (VACUUM FULL)")
     for path, n in done["removed"].items():
         print(f"  {path:<44} {n}")
     if done["dvc_files"] or done["stages"]:

@@ -172,6 +172,11 @@ class DatasetParams:
 
 
 @section
+class RetrievalParams:
+    vector_store: str | None
+
+
+@section
 class NightlyParams:
     min_new_examples: AtLeast1
 
@@ -378,6 +383,7 @@ class Params:
     redact: RedactParams
     validate: ValidateParams
     dataset: DatasetParams
+    retrieval: RetrievalParams
     nightly: NightlyParams
     replay: ReplayParams
     drift: DriftParams

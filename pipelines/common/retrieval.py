@@ -58,6 +58,7 @@ class Index:
     records: list[dict]
     vectors: np.ndarray
     _faiss: object = field(default=None, repr=False)
+    kind = "faiss"  # what evaluate's report names as searched
 
     @classmethod
     def load(cls, path: Path) -> Index:

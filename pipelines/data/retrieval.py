@@ -17,6 +17,10 @@ the night's records and the golden set into the workspace's embedding cache
 only one: drift finds its sample there, and evaluate the held-out and golden questions it looks up
 (docs/BENCHMARKS.md, "A demo cycle, stage by stage").
 
+With `retrieval.vector_store` set to a PostgreSQL URL, the stage then mirrors the index into a
+pgvector table there (pipelines/common/vector_store.py), which evaluate searches instead of
+loading the file.
+
     python -m pipelines.data.retrieval --cycle 2026-01-06 data/retrieval/previous.jsonl \\
         data/dataset/train.jsonl data/retrieval/index.jsonl --feedback data/validated/feedback.jsonl \\
         --prefetch data/validated/clean.jsonl data/golden/golden.jsonl
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.common import params as params_mod
+from pipelines.common import vector_store
 from pipelines.common.embedding import EmbeddingCache, user_texts
 from pipelines.common.records import latest_feedback, read_jsonl, write_json, write_jsonl
 from pipelines.common.retrieval import pack
@@ -100,9 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     params = params_mod.load(args.params)
     report = run(args.cycle, args.previous, args.train, args.out, params.dataset.exclude_feedback,
                  args.feedback, cache=EmbeddingCache(), prefetch=args.prefetch)
+    if params.retrieval.vector_store:
+        report["vector_store"] = vector_store.sync(params.retrieval.vector_store, args.out)
     write_json(args.metrics, report)
     print(f"retrieval: {report['indexed']} conversations indexed ({report['added']} new, embedded "
           f"in {report['embed_seconds']} s; {report['removed_by_feedback']} taken out by feedback)")
+    if "vector_store" in report:
+        print(f"retrieval: the vector store's table mirrors it ({report['vector_store']['inserted']} rows "
+              f"inserted, {report['vector_store']['deleted']} deleted)")
 
 
 if __name__ == "__main__":

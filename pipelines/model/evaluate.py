@@ -40,7 +40,7 @@ from pipelines.common import params as params_mod
 from pipelines.common.embedding import EmbeddingCache, user_texts
 from pipelines.common.metrics import SETS, metric
 from pipelines.common.records import read_jsonl, write_json
-from pipelines.common.retrieval import Index
+from pipelines.common import vector_store
 
 MARGIN_SETS = ("new", "golden")  # sets of distinct questions, where a wrong answer means something
 # The sets the contenders (prompting, retrieval, the adapters with and without it) are compared on:
@@ -199,7 +199,7 @@ def contenders(p: params_mod.EvaluateParams, model, tokenizer, records: dict[str
         return round(sum(values) / len(values), 2) if values else None
 
     result = {"examples_in_context": p.retrieved_examples, "indexed": len(index) if index is not None else 0,
-              "prompt": p.prompt,
+              "searched": getattr(index, "kind", None), "prompt": p.prompt,
               "prompt_tokens": {s: mean([len(e["input_ids"]) for e in alone[s]]) for s in CONTENDER_SETS},
               "context_tokens": {s: mean([e["context_tokens"] for e in with_context[s]])
                                  for s in CONTENDER_SETS}}
@@ -229,7 +229,8 @@ def run(p: params_mod.EvaluateParams, train: params_mod.TrainParams, base_model:
         p, train: the `evaluate` and `train` sections of params.yaml (quantisation, length).
         candidate: the adapter just trained; champion: the parent adapter (may hold none).
         sets: records per name in SETS (an empty list where a set has nothing yet).
-        index: the retrieval index (pipelines/common/retrieval.Index) the retrieval contenders
+        index: the retrieval index (pipelines/common/retrieval.Index, or the pgvector table's
+            vector_store.PgvectorIndex) the retrieval contenders
             draw their examples from; None or empty: they have no examples.
         cache: the workspace's EmbeddingCache the queries are embedded through; None: one in
             memory.
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     params = params_mod.load(args.params)
     sets = load_sets(args.dataset_dir / "eval.jsonl", args.golden, args.anchor, args.replay,
                      args.dataset_dir / "train.jsonl", params.evaluate.replay_examples, params.seed)
-    index = Index.load(args.index) if args.index else None
+    index = vector_store.open_index(args.index, params.retrieval.vector_store) if args.index else None
     report = run(params.evaluate, params.train, params.base_model.model, params.seed, args.candidate,
                  args.champion, sets, index, EmbeddingCache())
     write_json(args.report, report)
