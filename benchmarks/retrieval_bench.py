@@ -9,7 +9,11 @@ Per size N, side by side in one run:
     retrieval server do once per process);
   - query: the k=2 nearest of 1,000 questions, per question, exact (IndexFlatIP), and at 100k with
     HNSW (IndexHNSWFlat, M=32, efSearch 128), the approximate index for when exact search grows too slow, with
-    its recall of the exact top 2.
+    its recall of the exact top 2;
+  - pgvector (`retrieval.vector_store`), up to --max-pgvector records, on a PostgreSQL 16 with
+    pgvector from the pgserver wheel: the first sync of the index into its table (HNSW index
+    kept as rows go in), the nightly sync of 150 more, and the k=2 nearest per question through
+    `PgvectorIndex` (a connection, then one query each), with its recall of the exact top 2.
 
 The records are the sample generator's (redacted form); the embeddings of N records are the
 embeddings of distinct generated questions up to --embed (measured with all-MiniLM-L6-v2), and
@@ -68,6 +72,34 @@ def write_index(path: Path, rows: list[dict], matrix: np.ndarray) -> None:
                                 "metadata": r.get("metadata") or {}, "embedding": pack(v)}) + "\n")
 
 
+def pgvector(tmp: Path, query_vectors: np.ndarray) -> dict:
+    """The index file at tmp/index.jsonl synced into a fresh pgvector table, then tmp/grown.jsonl
+    (150 more), and the k=2 nearest of each question searched there, against the exact answer of
+    the grown file loaded into memory."""
+    import pgserver
+
+    from pipelines.common import vector_store
+
+    server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
+    try:
+        url = server.get_uri()
+        first, _ = timed(lambda: vector_store.sync(url, tmp / "index.jsonl"))
+        nightly, _ = timed(lambda: vector_store.sync(url, tmp / "grown.jsonl"))
+        table = vector_store.PgvectorIndex(url)
+        exact = Index.load(tmp / "grown.jsonl").search(query_vectors, 2)
+        seconds, found = timed(lambda: table.search(query_vectors, 2))
+        recall = np.mean([len({r["id"] for _, r in hits} & {r["id"] for _, r in e}) / 2
+                          for hits, e in zip(found, exact)])
+        # Among near-identical questions (one template, other order numbers) which two are "the"
+        # nearest is close to arbitrary: how much less similar the two found are tells more.
+        gap = np.mean([np.mean([s for s, _ in e]) - np.mean([s for s, _ in hits]) for hits, e in zip(found, exact)])
+        return {"pgvector_first_sync_seconds": round(first, 2), "pgvector_nightly_sync_seconds": round(nightly, 2),
+                "pgvector_query_ms": round(seconds / len(query_vectors) * 1000, 3),
+                "pgvector_recall_at_2": round(float(recall), 4), "pgvector_cosine_below_exact": round(float(gap), 5)}
+    finally:
+        server.cleanup()
+
+
 def timed(fn) -> tuple[float, object]:
     started = time.perf_counter()
     result = fn()
@@ -84,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="largest index whose full re-embedding (the baseline) is run, not extrapolated")
     parser.add_argument("--max-hnsw", type=int, default=100000,
                         help="largest size HNSW is built for (its build is minutes past 100k on 2 cores)")
+    parser.add_argument("--max-pgvector", type=int, default=100000,
+                        help="largest index synced into pgvector (0: skip it)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/retrieval.json")
     args = parser.parse_args(argv)
     import faiss
@@ -116,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                 index.search(query_vectors[:1], 2)  # builds the FAISS index
                 row.update(grow_seconds=round(grow, 3), load_seconds=round(load, 3), measured=True)
                 measured_file = row
+                if n <= args.max_pgvector:
+                    row.update(pgvector(tmp, query_vectors))
             else:
                 scale = n / measured_file["records"]
                 row.update(file_mb=round(measured_file["file_mb"] * scale, 1),

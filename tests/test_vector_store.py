@@ -46,7 +46,10 @@ def test_the_table_mirrors_the_index_file_through_nights_that_add_and_remove_lin
     assert vector_store.sync(pgvector_url, tmp_path / "index.jsonl")["inserted"] == 0  # idempotent
 
 
-def test_the_table_finds_the_same_nearest_records_with_the_same_scores_as_the_in_memory_index(tmp_path, pgvector_url):
+@pytest.mark.parametrize("bulk", [False, True], ids=["graph-kept-row-by-row", "graph-built-after-loading"])
+def test_the_table_finds_the_same_nearest_records_with_the_same_scores_as_the_in_memory_index(
+        tmp_path, pgvector_url, monkeypatch, bulk):
+    monkeypatch.setattr(vector_store, "BULK_ROWS", 100 if bulk else 1000)
     write_jsonl(tmp_path / "index.jsonl", lines(300, 3))
     vector_store.sync(pgvector_url, tmp_path / "index.jsonl")
     memory, table = Index.load(tmp_path / "index.jsonl"), vector_store.PgvectorIndex(pgvector_url)

@@ -34,6 +34,11 @@ STATE = f"{TABLE}_state"
 # Candidates HNSW keeps per query (pgvector's hnsw.ef_search, default 40): more is closer to
 # exact search for a little more time; at least k plus the excluded ids are asked for anyway.
 EF_SEARCH = 100
+# A first sync of more rows than this into an empty table builds the HNSW graph after loading
+# them, in up to BUILD_MEMORY (the graph of 100k rows of 384 dimensions takes ~200 MB; past the
+# memory pgvector builds more slowly, not wrongly).
+BULK_ROWS = 1000
+BUILD_MEMORY = "1GB"
 
 
 class VectorStoreError(RuntimeError):
@@ -68,6 +73,10 @@ def literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 
+def create_hnsw(cur) -> None:
+    cur.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_cosine_ops)")
+
+
 def prepare(cur) -> None:
     """The pgvector extension, the table with its HNSW index, and the state table, if missing."""
     import psycopg2
@@ -81,7 +90,7 @@ def prepare(cur) -> None:
             "retrieval.vector_store: null to search the index file in memory") from e
     cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, line jsonb NOT NULL, "
                 f"embedding vector({DIMENSIONS}) NOT NULL)")
-    cur.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_cosine_ops)")
+    create_hnsw(cur)
     cur.execute(f"CREATE TABLE IF NOT EXISTS {STATE} (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
                 "digest text NOT NULL, synced_at timestamptz NOT NULL)")
 
@@ -105,11 +114,20 @@ def sync(url: str, path: Path, vacuum: bool = False) -> dict:
             new = [lines[i] for i in lines if i not in held]
             if gone:
                 cur.execute(f"DELETE FROM {TABLE} WHERE id = ANY(%s)", (gone,))
+            # Into an empty table the HNSW graph is built once after the rows are in, as pgvector
+            # advises: 4x faster at 100k rows than keeping it up to date row by row
+            # (docs/BENCHMARKS.md). Nightly syncs add a few rows to the graph as they go in.
+            bulk = not held and len(new) > BULK_ROWS
+            if bulk:
+                cur.execute(f"DROP INDEX IF EXISTS {TABLE}_hnsw")
             execute_values(
                 cur, f"INSERT INTO {TABLE} (id, line, embedding) VALUES %s",
                 [(line["id"], json.dumps({k: v for k, v in line.items() if k != "embedding"}),
                   literal(unpack(line["embedding"]))) for line in new],
                 template="(%s, %s::jsonb, %s::vector)", page_size=1000)
+            if bulk:
+                cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+                create_hnsw(cur)
             cur.execute(f"INSERT INTO {STATE} (digest, synced_at) VALUES (%s, now()) ON CONFLICT (one) "
                         "DO UPDATE SET digest = EXCLUDED.digest, synced_at = EXCLUDED.synced_at",
                         (digest(path) if path.exists() else "",))
