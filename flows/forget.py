@@ -325,6 +325,11 @@ def forget(ws: Path, reason: str, user_id: str | None = None, match: str | None 
                                      text=match)
     if not hashes:
         raise ForgetError("nothing to match: the user id or text is empty")
+    if p.retrieval.vector_store:  # reachable before anything is erased, not half way through
+        try:
+            vector_store.mirrored_digest(p.retrieval.vector_store)
+        except vector_store.VectorStoreError as e:
+            raise ForgetError(f"the retrieval index's vector store must be erased from too: {e}") from e
     today = today or dt.datetime.now(dt.timezone.utc).date()
     with cycle_lock.hold(ws, "forget"):
         from pipelines.privacy.redact import redact_reason

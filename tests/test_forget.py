@@ -426,3 +426,11 @@ def test_a_rebase_onto_the_same_base_after_forget_trains_a_version_that_never_sa
         assert value not in new.tags["nightshift.rebase_reason"]
         assert value not in (ws / rb.REBASE_REPORT).read_text()
         assert value not in wsp.git(ws, "log", "--format=%B")
+
+
+def test_an_unreachable_vector_store_stops_forget_before_anything_is_erased(tmp_path):
+    ws = wsp.init(tmp_path / "ws")
+    write_tiny_params(ws / "params.yaml", **{"retrieval.vector_store": "postgresql://nobody@127.0.0.1:1/none"})
+    with pytest.raises(forget_mod.ForgetError, match="vector store must be erased from too: cannot reach"):
+        forget_mod.forget(ws, REASON, user_id=ALICE)
+    assert not (ws / subjects.TOMBSTONES_FILE).exists()
