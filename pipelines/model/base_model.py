@@ -144,7 +144,8 @@ def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Pat
 
     started = time.time()
     set_determinism(seed)
-    tokenizer = build_tokenizer(pretraining_texts(p, seed, corpus_dir), p.vocab_size)
+    raw_texts = pretraining_texts(p, seed, corpus_dir)
+    tokenizer = build_tokenizer(raw_texts, p.vocab_size)
     texts = pretraining_texts(p, seed, corpus_dir, tokenizer)
     stream: list[int] = []
     for text in texts:
@@ -170,7 +171,7 @@ def run(p: params_mod.BaseModelParams, seed: int, out_dir: Path, corpus_dir: Pat
     n_chat = round(p.pretrain_batch_size * p.copy_chat_share)
     n_text = p.pretrain_batch_size - n_copy - n_chat
     dialogues = corpus_dialogues(seed, p.corpus_records) if n_chat else []
-    words = [word for text in pretraining_texts(p, seed, corpus_dir) for word in answer_words(text)] if n_chat else []
+    words = [word for text in raw_texts for word in answer_words(text)] if n_chat else []
     losses = []
     model.train()
     for step in range(p.pretrain_steps):
